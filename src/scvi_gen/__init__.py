@@ -1,0 +1,18 @@
+"""scvi-gen: generative models for single-cell omics on scvi-tools."""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+
+from . import base, baselines
+from .baselines import SCVIGenerator
+
+try:
+    __version__ = version("scvi-gen")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = ["SCVIGenerator", "__version__", "base", "baselines"]

@@ -1,0 +1,29 @@
+"""Shared building blocks of scvi-gen generators."""
+
+from ._conditions import (
+    ConditionField,
+    build_condition_plan,
+    condition_fields,
+    counts_per_label,
+    plan_to_tensors,
+)
+from ._generative_mixin import GenerativeMixin
+from ._library_size import LibrarySizeModel
+from ._serialization import dumps, loads
+from ._setup import generator_fields
+from ._validation import get_matrix, validate_setup_input
+
+__all__ = [
+    "ConditionField",
+    "GenerativeMixin",
+    "LibrarySizeModel",
+    "build_condition_plan",
+    "condition_fields",
+    "counts_per_label",
+    "dumps",
+    "generator_fields",
+    "get_matrix",
+    "loads",
+    "plan_to_tensors",
+    "validate_setup_input",
+]

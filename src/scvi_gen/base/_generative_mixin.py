@@ -1,0 +1,479 @@
+"""The generator contract shared by every scvi-gen model: setup, generate, save and load."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from tqdm.auto import tqdm
+
+from scvi_gen._constants import (
+    ADATA_FILE,
+    DEFAULT_GENERATION_CHUNK,
+    LOGNORM_LAYER,
+    META_FILE,
+    STATE_FILE,
+    UNS_KEY,
+)
+from scvi_gen.base._conditions import (
+    ConditionField,
+    LabelsArg,
+    build_condition_plan,
+    condition_fields,
+    counts_per_label,
+    labels_field,
+    observed_conditions,
+    plan_to_tensors,
+)
+from scvi_gen.base._library_size import LibrarySizeModel
+from scvi_gen.base._serialization import dumps, loads, to_jsonable
+from scvi_gen.base._setup import generator_fields
+from scvi_gen.base._validation import iter_row_chunks, validate_setup_input
+
+logger = logging.getLogger(__name__)
+
+#: Training conditions kept with the model to draw unspecified covariates from.
+_MAX_STORED_CONDITIONS = 50_000
+_META_FORMAT = 1
+
+
+class GenerativeMixin:
+    """Shared API of scvi-gen generators.
+
+    A model mixes this class in before scvi-tools' training mixins and
+    :class:`~scvi.model.base.BaseModelClass`, calls :meth:`_init_generative_state` from its
+    ``__init__`` and implements :meth:`_generate_chunk`. It then gets ``setup_anndata`` with
+    input validation, ``generate`` (labels, covariates, guidance, seed, chunks), a
+    per-condition :class:`~scvi_gen.base.LibrarySizeModel`, and ``save``/``load`` that never
+    unpickle anything.
+
+    Class attributes
+    ----------------
+    _requires_counts
+        Whether the model reads raw integer counts (count models) or continuous values.
+    _output_kind
+        ``"counts"`` (integer counts in ``.X``) or ``"lognorm"`` (log1p(CP10k) values).
+    """
+
+    _requires_counts: ClassVar[bool] = True
+    _output_kind: ClassVar[Literal["counts", "lognorm"]] = "counts"
+
+    # ------------------------------------------------------------------ setup
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        labels_key: str | None = None,
+        batch_key: str | None = None,
+        categorical_covariate_keys: list[str] | None = None,
+        continuous_covariate_keys: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Register an AnnData with the model class.
+
+        Parameters
+        ----------
+        adata
+            Cells x genes data; count models need raw integer counts in ``layer`` (or ``.X``).
+        layer
+            Layer with the expression values; ``None`` uses ``.X``.
+        labels_key
+            ``.obs`` column with cell labels (e.g. cell type) to condition generation on.
+        batch_key
+            ``.obs`` column with batches.
+        categorical_covariate_keys
+            Further categorical ``.obs`` columns to condition on.
+        continuous_covariate_keys
+            Continuous ``.obs`` columns to condition on.
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
+
+        Examples
+        --------
+        >>> scvi_gen.SCVIGenerator.setup_anndata(adata, labels_key="cell_type")
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        validate_setup_input(
+            adata,
+            layer=layer,
+            labels_key=labels_key,
+            batch_key=batch_key,
+            categorical_covariate_keys=categorical_covariate_keys,
+            continuous_covariate_keys=continuous_covariate_keys,
+            require_counts=cls._requires_counts,
+        )
+        fields = generator_fields(
+            layer=layer,
+            labels_key=labels_key,
+            batch_key=batch_key,
+            categorical_covariate_keys=categorical_covariate_keys,
+            continuous_covariate_keys=continuous_covariate_keys,
+            is_count_data=cls._requires_counts,
+        )
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    # ------------------------------------------------------ state from training data
+    def _init_generative_state(self, adata: AnnData | None) -> None:
+        """Record the training conditions and fit the library-size model.
+
+        Call from ``__init__``; with ``adata=None`` (loading from a registry) the saved
+        attributes are restored by :meth:`load` instead.
+        """
+        if adata is None:
+            return
+        fields = self.condition_fields
+        training = observed_conditions(adata, fields)
+        if len(training) > _MAX_STORED_CONDITIONS:
+            keep = np.random.default_rng(0).choice(
+                len(training), _MAX_STORED_CONDITIONS, replace=False
+            )
+            training = training.iloc[np.sort(keep)].reset_index(drop=True)
+        self.training_conditions_ = training
+        self.library_size_model_ = None
+        if self._requires_counts:
+            matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+            library = np.concatenate(
+                [np.asarray(block.sum(axis=1)).ravel() for block in iter_row_chunks(matrix)]
+            )
+            keys = [f.obs_key for f in fields if f.is_categorical]
+            all_conditions = observed_conditions(adata, fields)
+            self.library_size_model_ = LibrarySizeModel.fit(
+                library, all_conditions, keys
+            ).to_dict()
+
+    @property
+    def condition_fields(self) -> list[ConditionField]:
+        """Conditions the model was set up with (labels, batch, covariates)."""
+        return condition_fields(self.registry_)
+
+    @property
+    def library_size_model(self) -> LibrarySizeModel | None:
+        """The per-condition library-size model fitted on the training cells."""
+        state = getattr(self, "library_size_model_", None)
+        return None if state is None else LibrarySizeModel.from_dict(state)
+
+    def _generated_var_names(self) -> pd.Index:
+        """Names of the features the model generates (the training genes by default)."""
+        column_names = self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]
+        return pd.Index([str(v) for v in column_names["column_names"]])
+
+    # --------------------------------------------------------------- generation
+    def _generate_chunk(
+        self,
+        conditions: dict[str, torch.Tensor],
+        library: torch.Tensor | None,
+        guidance: Any,
+    ) -> torch.Tensor:
+        """Generate one chunk of cells (implemented by every model).
+
+        Parameters
+        ----------
+        conditions
+            ``{registry_key: tensor}`` as built by :func:`~scvi_gen.base.plan_to_tensors`,
+            on the model's device.
+        library
+            ``(n, 1)`` library sizes for count models, else ``None``.
+        guidance
+            The ``guidance`` argument of :meth:`generate`, passed through.
+
+        Returns
+        -------
+        ``(n, n_genes)`` dense tensor: counts or log1p(CP10k) values.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement generation.")
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        n_cells: int | None = None,
+        *,
+        labels: LabelsArg = None,
+        covariates: Mapping[str, Any] | None = None,
+        guidance: float | Mapping[str, float] | None = None,
+        library_size: float | Sequence[float] | np.ndarray | None = None,
+        batch_size: int | None = None,
+        seed: int | None = None,
+        progress_bar: bool = True,
+    ) -> AnnData:
+        """Generate synthetic cells.
+
+        Parameters
+        ----------
+        n_cells
+            Number of cells. Optional when ``labels`` is a dict or a list.
+        labels
+            One category (``n_cells`` cells of it), a list of categories (``n_cells`` spread
+            evenly over them, or one cell per entry when ``n_cells`` is None), or
+            ``{category: n}``. ``None`` draws labels with their training frequencies.
+        covariates
+            ``{obs_key: value}`` or ``{obs_key: values per cell}`` for registered batch and
+            covariates. Unspecified ones are copied from random training cells of the same label.
+        guidance
+            Guidance weight(s) for models with classifier-free guidance (ignored otherwise).
+        library_size
+            Total counts per cell (one number or one per cell) instead of drawing them from the
+            per-condition library-size model. Count models only.
+        batch_size
+            Cells per chunk (memory is bounded by one chunk).
+        seed
+            Random seed; the same seed and ``batch_size`` give the same cells. ``None`` draws a
+            seed, recorded in ``uns["scvi_gen"]["seed"]``.
+        progress_bar
+            Show a progress bar over chunks.
+
+        Returns
+        -------
+        A new AnnData with the training ``var_names``, the conditions in ``.obs``, counts (count
+        models) or log1p(CP10k) values (continuous models, also in
+        ``layers["log1p_norm"]``) in sparse ``.X``, and provenance in ``uns["scvi_gen"]``.
+
+        Examples
+        --------
+        >>> syn = model.generate(labels={"B": 500, "NK": 200}, seed=0)
+        """
+        self._check_if_trained(warn=True)
+        seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
+        rng = np.random.default_rng(seed)
+        plan = self._condition_plan(n_cells, labels, covariates, rng)
+        n = len(plan)
+        library = self._plan_library_sizes(plan, library_size, rng)
+        tensors = plan_to_tensors(plan, self.condition_fields, n)
+        batch_size = int(batch_size or DEFAULT_GENERATION_CHUNK)
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
+        var_names = self._generated_var_names()
+        blocks = []
+        self.module.eval()
+        chunk_seeds = np.random.SeedSequence(seed).generate_state(max(1, -(-n // batch_size)))
+        starts = range(0, n, batch_size)
+        for start, chunk_seed in tqdm(
+            zip(starts, chunk_seeds),
+            total=len(starts),
+            desc=f"Generating {n} cells",
+            disable=not progress_bar or len(starts) < 2,
+        ):
+            end = min(start + batch_size, n)
+            chunk = {k: v[start:end].to(self.device) for k, v in tensors.items()}
+            lib = None if library is None else library[start:end].to(self.device)
+            with _seeded_torch(int(chunk_seed), self.device):
+                values = self._generate_chunk(chunk, lib, guidance)
+            blocks.append(self._to_output_block(values))
+        X = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, len(var_names)))
+        return self._assemble_output(X, plan, var_names, seed, labels, covariates, guidance)
+
+    def _condition_plan(
+        self,
+        n_cells: int | None,
+        labels: LabelsArg,
+        covariates: Mapping[str, Any] | None,
+        rng: np.random.Generator,
+    ) -> pd.DataFrame:
+        fields = self.condition_fields
+        label = labels_field(fields)
+        training = self.training_conditions_
+        weights = None
+        if label is not None:
+            freq = training[label.obs_key].value_counts()
+            weights = np.asarray([freq.get(c, 0) for c in label.categories], dtype=float)
+            weights = weights / weights.sum()
+        per_cell = counts_per_label(n_cells, labels, label, weights, rng)
+        return build_condition_plan(fields, training, per_cell, covariates, rng)
+
+    def _plan_library_sizes(
+        self,
+        plan: pd.DataFrame,
+        library_size: float | Sequence[float] | np.ndarray | None,
+        rng: np.random.Generator,
+    ) -> torch.Tensor | None:
+        if self._output_kind != "counts" and library_size is None:
+            return None
+        if library_size is not None:
+            sizes = np.broadcast_to(np.asarray(library_size, dtype=np.float64), (len(plan),))
+            if np.any(~np.isfinite(sizes)) or np.any(sizes <= 0):
+                raise ValueError("`library_size` must be positive and finite.")
+        else:
+            sizes = self.library_size_model.sample(plan, rng)
+        return torch.as_tensor(np.array(sizes), dtype=torch.float32).unsqueeze(1)
+
+    def _to_output_block(self, values: torch.Tensor | np.ndarray) -> sp.csr_matrix:
+        values = values.detach().cpu().numpy() if torch.is_tensor(values) else np.asarray(values)
+        if self._output_kind == "counts":
+            values = np.rint(values)
+        return sp.csr_matrix(np.clip(values, 0, None).astype(np.float32))
+
+    def _assemble_output(
+        self,
+        X: sp.csr_matrix,
+        plan: pd.DataFrame,
+        var_names: pd.Index,
+        seed: int,
+        labels: LabelsArg,
+        covariates: Mapping[str, Any] | None,
+        guidance: Any,
+    ) -> AnnData:
+        obs = plan.copy()
+        obs.index = pd.Index([f"gen_{i}" for i in range(len(plan))])
+        adata = AnnData(X=X, obs=obs, var=pd.DataFrame(index=var_names))
+        if self._output_kind == "lognorm":
+            adata.layers[LOGNORM_LAYER] = X.copy()
+        adata.uns[UNS_KEY] = {
+            "model": type(self).__name__,
+            "output": "counts" if self._output_kind == "counts" else "log1p_cp10k",
+            "seed": seed,
+            "params": json.dumps(to_jsonable(self.init_params_), default=str),
+            "generate_args": json.dumps(
+                to_jsonable({"labels": labels, "covariates": covariates, "guidance": guidance}),
+                default=str,
+            ),
+        }
+        return adata
+
+    # ------------------------------------------------------------- save / load
+    def save(
+        self,
+        dir_path: str | Path,
+        prefix: str | None = None,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        **anndata_write_kwargs: Any,
+    ) -> None:
+        """Save the model: tensors in a weights-only file, everything else as JSON.
+
+        Parameters
+        ----------
+        dir_path
+            Directory to write into.
+        prefix
+            Prefix of the file names.
+        overwrite
+            Overwrite an existing directory.
+        save_anndata
+            Also write the registered AnnData.
+        **anndata_write_kwargs
+            Passed to :meth:`anndata.AnnData.write_h5ad`.
+
+        Examples
+        --------
+        >>> model.save("my_model/")
+        >>> model = scvi_gen.SCVIGenerator.load("my_model/")
+        """
+        path = Path(dir_path)
+        if path.exists() and not overwrite:
+            raise ValueError(f"{path} already exists; pass overwrite=True or another directory.")
+        path.mkdir(parents=True, exist_ok=True)
+        prefix = prefix or ""
+        torch.save(self.module.state_dict(), path / f"{prefix}{STATE_FILE}")
+        attrs = {k: v for k, v in self._get_user_attributes() if k.endswith("_")}
+        meta = {
+            "format": _META_FORMAT,
+            "model": type(self).__name__,
+            "var_names": np.asarray(
+                self.registry_["field_registries"]["X"]["state_registry"]["column_names"]
+            ),
+            "attrs": attrs,
+        }
+        (path / f"{prefix}{META_FILE}").write_text(dumps(meta))
+        if save_anndata:
+            self.adata.write_h5ad(path / f"{prefix}{ADATA_FILE}", **anndata_write_kwargs)
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str | Path,
+        adata: AnnData | None = None,
+        device: str | torch.device = "cpu",
+        prefix: str | None = None,
+    ) -> GenerativeMixin:
+        """Load a model saved with :meth:`save` without executing code from the files.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        adata
+            Optional data to attach; it is validated against the saved genes and setup.
+        device
+            Torch device to load onto (``"auto"``: GPU when available).
+        prefix
+            Prefix of the file names.
+
+        Returns
+        -------
+        The model, in eval mode.
+        """
+        path = Path(dir_path)
+        prefix = prefix or ""
+        meta_path, state_path = path / f"{prefix}{META_FILE}", path / f"{prefix}{STATE_FILE}"
+        if not meta_path.exists() or not state_path.exists():
+            raise FileNotFoundError(
+                f"No saved scvi-gen model in {path} (expected {meta_path.name} and "
+                f"{state_path.name})."
+            )
+        meta = loads(meta_path.read_text())
+        if meta.get("model") != cls.__name__:
+            raise ValueError(
+                f"{path} holds a {meta.get('model')} model; load it with that class, "
+                f"not {cls.__name__}."
+            )
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        attrs = dict(meta["attrs"])
+        registry = attrs.pop("registry_")
+        init_params = attrs.pop("init_params_")
+        if adata is not None:
+            _check_var_names(adata, meta["var_names"])
+            method = getattr(cls, registry.get("setup_method_name", "setup_anndata"))
+            method(adata, source_registry=registry, **registry["setup_args"])
+        kwargs = {k: v for group in init_params["kwargs"].values() for k, v in group.items()}
+        model = cls(adata, registry=registry, **init_params["non_kwargs"], **kwargs)
+        for name, value in attrs.items():
+            with contextlib.suppress(AttributeError):  # read-only properties ending in "_"
+                setattr(model, name, value)
+        model.module.load_state_dict(state)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model.to_device(device)
+        model.module.eval()
+        return model
+
+
+def _check_var_names(adata: AnnData, saved: np.ndarray) -> None:
+    saved = pd.Index([str(v) for v in saved])
+    given = pd.Index(adata.var_names.astype(str))
+    if given.equals(saved):
+        return
+    missing = saved.difference(given)
+    extra = given.difference(saved)
+    hint = (
+        "reorder/subset it with adata[:, saved_genes]"
+        if len(missing) == 0
+        else "the data lacks genes the model was trained on"
+    )
+    raise ValueError(
+        f"The genes of this AnnData don't match the saved model ({len(saved)} genes): "
+        f"{len(missing)} missing (e.g. {list(missing[:5])}), {len(extra)} extra "
+        f"(e.g. {list(extra[:5])}); {hint}."
+    )
+
+
+@contextlib.contextmanager
+def _seeded_torch(seed: int, device: torch.device | str) -> Iterator[None]:
+    """Seed torch's global generators inside the block and restore them afterwards."""
+    device = torch.device(device)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

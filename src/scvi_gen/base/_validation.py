@@ -1,0 +1,177 @@
+"""Input checks that turn bad data into clear errors before anything is registered or trained."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+_ROW_CHUNK = 2048
+
+
+def get_matrix(adata: AnnData, layer: str | None) -> np.ndarray | sp.spmatrix:
+    """Return ``adata.layers[layer]`` or ``adata.X``, with a clear error for an unknown layer.
+
+    Parameters
+    ----------
+    adata
+        The data.
+    layer
+        Layer name, or ``None`` for ``.X``.
+
+    Returns
+    -------
+    The matrix (not copied).
+    """
+    if layer is None:
+        if adata.X is None:
+            raise ValueError(
+                "adata.X is empty (None); pass `layer=` naming the layer with counts."
+            )
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(
+            f"Layer {layer!r} not found in adata.layers (available: {list(adata.layers)}). "
+            "Pass `layer=None` to use adata.X."
+        )
+    return adata.layers[layer]
+
+
+def iter_row_chunks(
+    matrix: np.ndarray | sp.spmatrix, chunk: int = _ROW_CHUNK
+) -> Iterator[np.ndarray | sp.spmatrix]:
+    """Yield row blocks of ``matrix`` so that no check densifies all cells at once.
+
+    Parameters
+    ----------
+    matrix
+        Dense, sparse or backed matrix.
+    chunk
+        Rows per block.
+
+    Yields
+    ------
+    Row blocks (sparse blocks stay sparse).
+    """
+    for start in range(0, matrix.shape[0], chunk):
+        yield matrix[start : start + chunk]
+
+
+def _values(block: np.ndarray | sp.spmatrix) -> np.ndarray:
+    return block.data if sp.issparse(block) else np.asarray(block)
+
+
+def check_not_empty(adata: AnnData) -> None:
+    """Raise when ``adata`` has no cells or no genes."""
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(
+            f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes); "
+            "pass data with at least one cell and one gene."
+        )
+
+
+def check_values(matrix: np.ndarray | sp.spmatrix, *, require_counts: bool, where: str) -> None:
+    """Check for NaN/inf, and for non-negative integers when a model needs counts.
+
+    Parameters
+    ----------
+    matrix
+        The expression matrix.
+    require_counts
+        Whether values must be non-negative integers.
+    where
+        How to name the matrix in errors (``"adata.X"``, ``"adata.layers['counts']"``).
+    """
+    for block in iter_row_chunks(matrix):
+        values = _values(block)
+        if not np.all(np.isfinite(values)):
+            raise ValueError(
+                f"{where} contains NaN or infinite values; remove or impute them before setup."
+            )
+        if not require_counts:
+            continue
+        if np.any(values < 0):
+            raise ValueError(
+                f"{where} contains negative values, but this model needs raw counts. "
+                "Pass `layer=` naming a layer with raw integer counts."
+            )
+        if np.any(values != np.round(values)):
+            raise ValueError(
+                f"{where} contains non-integer values, but this model needs raw counts "
+                "(it looks normalised or log-transformed). Pass `layer=` naming a layer with "
+                "raw integer counts, e.g. adata.layers['counts']."
+            )
+
+
+def check_obs_keys(adata: AnnData, keys: Sequence[str | None], *, argument: str) -> None:
+    """Raise a clear error when a key given to ``setup_anndata`` is not in ``adata.obs``."""
+    for key in keys:
+        if key is not None and key not in adata.obs:
+            raise KeyError(
+                f"{argument}={key!r} is not a column of adata.obs "
+                f"(columns: {list(adata.obs.columns)})."
+            )
+
+
+def check_categorical_complete(adata: AnnData, keys: Sequence[str | None]) -> None:
+    """Raise when a categorical condition column has missing values."""
+    for key in keys:
+        if key is None:
+            continue
+        missing = int(adata.obs[key].isna().sum())
+        if missing:
+            raise ValueError(
+                f"adata.obs[{key!r}] has {missing} missing values. Drop those cells "
+                f"(adata = adata[adata.obs[{key!r}].notna()].copy()) or fill them with an "
+                "explicit category before setup."
+            )
+
+
+def check_continuous_finite(adata: AnnData, keys: Sequence[str] | None) -> None:
+    """Raise when a continuous covariate has NaN/inf or is not numeric."""
+    for key in keys or ():
+        values = np.asarray(adata.obs[key])
+        if values.dtype.kind not in "biuf":
+            raise TypeError(f"Continuous covariate adata.obs[{key!r}] must be numeric.")
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"Continuous covariate adata.obs[{key!r}] has NaN or inf values.")
+
+
+def validate_setup_input(
+    adata: AnnData,
+    *,
+    layer: str | None,
+    labels_key: str | None,
+    batch_key: str | None,
+    categorical_covariate_keys: Sequence[str] | None,
+    continuous_covariate_keys: Sequence[str] | None,
+    require_counts: bool,
+) -> None:
+    """Run every check a model's ``setup_anndata`` needs, before registration.
+
+    Parameters
+    ----------
+    adata
+        The user's data (never modified).
+    layer
+        Layer holding the expression values, or ``None`` for ``.X``.
+    labels_key, batch_key, categorical_covariate_keys, continuous_covariate_keys
+        The condition columns to check.
+    require_counts
+        Whether the model needs raw integer counts.
+    """
+    check_not_empty(adata)
+    categorical = [labels_key, batch_key, *(categorical_covariate_keys or [])]
+    check_obs_keys(adata, [labels_key], argument="labels_key")
+    check_obs_keys(adata, [batch_key], argument="batch_key")
+    check_obs_keys(adata, list(categorical_covariate_keys or []), argument="categorical covariate")
+    check_obs_keys(adata, list(continuous_covariate_keys or []), argument="continuous covariate")
+    check_categorical_complete(adata, categorical)
+    check_continuous_finite(adata, continuous_covariate_keys)
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    check_values(get_matrix(adata, layer), require_counts=require_counts, where=where)

@@ -1,0 +1,107 @@
+"""scVI's VAE with an optional label-conditional Gaussian prior, for sampling new cells."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from scvi import REGISTRY_KEYS
+from scvi.module import VAE
+from torch.distributions import Normal
+
+logger = logging.getLogger(__name__)
+
+
+class LabelPriorVAE(VAE):
+    """scVI VAE whose prior over the latent can depend on the cell label.
+
+    With ``conditional_prior=True`` the prior is ``p(z | y) = N(mu_y, diag(sigma_y^2))`` with a
+    learned mean and scale per label, trained jointly through the ELBO (its KL term). Sampling
+    ``z ~ p(z | y)`` then gives label-specific cells. With ``conditional_prior=False`` it is
+    scVI's standard ``N(0, I)`` prior.
+
+    Parameters
+    ----------
+    n_input
+        Number of genes.
+    conditional_prior
+        Learn one Gaussian prior per label.
+    **vae_kwargs
+        Passed to :class:`scvi.module.VAE` (``n_labels``, ``n_batch``, ``n_latent``, ...).
+    """
+
+    def __init__(self, n_input: int, conditional_prior: bool = True, **vae_kwargs: Any):
+        super().__init__(n_input, **vae_kwargs)
+        self.conditional_prior = conditional_prior
+        n_prior = max(self.n_labels, 1) if conditional_prior else 1
+        self.prior_mean = torch.nn.Parameter(torch.zeros(n_prior, self.n_latent))
+        self.prior_log_scale = torch.nn.Parameter(torch.zeros(n_prior, self.n_latent))
+        if not conditional_prior:
+            self.prior_mean.requires_grad_(False)
+            self.prior_log_scale.requires_grad_(False)
+
+    def prior(self, y: torch.Tensor) -> Normal:
+        """The latent prior for labels ``y`` (shape ``(n, 1)``)."""
+        index = (
+            y.long().view(-1) if self.conditional_prior else torch.zeros_like(y).long().view(-1)
+        )
+        return Normal(self.prior_mean[index], self.prior_log_scale[index].exp())
+
+    def generative(
+        self,
+        z: torch.Tensor,
+        library: torch.Tensor,
+        batch_index: torch.Tensor,
+        cont_covs: torch.Tensor | None = None,
+        cat_covs: torch.Tensor | None = None,
+        size_factor: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        transform_batch: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
+        """ScVI's generative process with the (label-conditional) prior."""
+        outputs = super().generative(
+            z,
+            library,
+            batch_index,
+            cont_covs=cont_covs,
+            cat_covs=cat_covs,
+            size_factor=size_factor,
+            y=y,
+            transform_batch=transform_batch,
+        )
+        if y is not None:
+            pz = self.prior(y)
+            if z.dim() == 3:  # several posterior samples: broadcast the prior over them
+                pz = Normal(pz.loc.expand_as(z), pz.scale.expand_as(z))
+            outputs["pz"] = pz
+        return outputs
+
+    @torch.inference_mode()
+    def sample_new_cells(
+        self, conditions: dict[str, torch.Tensor], library: torch.Tensor
+    ) -> torch.Tensor:
+        """Sample counts for new cells: ``z ~ p(z | y)``, then the NB likelihood.
+
+        Parameters
+        ----------
+        conditions
+            ``{registry_key: tensor}`` with labels, batch and covariates.
+        library
+            ``(n, 1)`` total counts per cell.
+
+        Returns
+        -------
+        ``(n, n_genes)`` counts.
+        """
+        y = conditions[REGISTRY_KEYS.LABELS_KEY]
+        z = self.prior(y).sample()
+        outputs = self.generative(
+            z=z,
+            library=torch.log(library),
+            batch_index=conditions[REGISTRY_KEYS.BATCH_KEY],
+            cont_covs=conditions.get(REGISTRY_KEYS.CONT_COVS_KEY),
+            cat_covs=conditions.get(REGISTRY_KEYS.CAT_COVS_KEY),
+            y=y,
+        )
+        return outputs["px"].sample()
