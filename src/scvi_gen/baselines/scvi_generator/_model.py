@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from anndata import AnnData
 from scvi.model.base import BaseModelClass, RNASeqMixin, UnsupervisedTrainingMixin, VAEMixin
@@ -96,6 +98,29 @@ class SCVIGenerator(
         )
         self._init_generative_state(adata)
         self.init_params_ = self._get_init_params(locals())
+
+    def train(self, *args: Any, **kwargs: Any) -> None:
+        """Train through scvi-tools, then set the label priors to their optimum.
+
+        Takes the arguments of :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`
+        (``max_epochs``, ``early_stopping``, ``accelerator``, ...). After training, each
+        label's Gaussian prior is set to the moment match of its training cells' posteriors
+        (see :meth:`LabelPriorVAE.fit_prior_to_posterior`), so sampling the prior lands where
+        that label's cells are.
+        """
+        super().train(*args, **kwargs)
+        self._fit_label_priors()
+
+    def _fit_label_priors(self) -> None:
+        from scvi import REGISTRY_KEYS
+
+        if not self.module.conditional_prior:
+            return
+        means, variances = self.get_latent_representation(return_dist=True, batch_size=1024)
+        labels = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)
+        as_tensor = partial(torch.as_tensor, dtype=torch.float32, device=self.device)
+        y = torch.as_tensor(np.asarray(labels).ravel(), dtype=torch.long, device=self.device)
+        self.module.fit_prior_to_posterior(as_tensor(means), as_tensor(variances), y)
 
     def _saved_n_cats_per_cov(self) -> list[int] | None:
         state = self.registry_["field_registries"].get("extra_categorical_covs", {})

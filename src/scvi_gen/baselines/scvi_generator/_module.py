@@ -77,6 +77,33 @@ class LabelPriorVAE(VAE):
             outputs["pz"] = pz
         return outputs
 
+    @torch.no_grad()
+    def fit_prior_to_posterior(
+        self, qz_means: torch.Tensor, qz_vars: torch.Tensor, y: torch.Tensor
+    ) -> None:
+        """Set each label's prior to the Gaussian closest (in summed KL) to its posteriors.
+
+        For a diagonal Gaussian prior, ``sum_i KL(q_i || p_y)`` over the cells of label ``y``
+        is minimised by the moment match ``mu_y = mean(m_i)``,
+        ``sigma_y^2 = mean(s_i^2 + (m_i - mu_y)^2)``; gradient steps reach it only slowly
+        because the prior means start at 0 and move by about one learning rate per step.
+
+        Parameters
+        ----------
+        qz_means, qz_vars
+            ``(n, n_latent)`` posterior means and variances of the training cells.
+        y
+            ``(n,)`` label codes.
+        """
+        if not self.conditional_prior:
+            return
+        for label in torch.unique(y):
+            cells = y == label
+            mean = qz_means[cells].mean(0)
+            var = (qz_vars[cells] + (qz_means[cells] - mean) ** 2).mean(0)
+            self.prior_mean[label] = mean
+            self.prior_log_scale[label] = 0.5 * torch.log(var)
+
     @torch.inference_mode()
     def sample_new_cells(
         self, conditions: dict[str, torch.Tensor], library: torch.Tensor

@@ -1,0 +1,78 @@
+"""Names of the generators for the command line and the benchmark runner."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """How to build and train one generator by name.
+
+    Attributes
+    ----------
+    name
+        Short name used on the command line (``scvi``, ``cfgen``...).
+    target
+        Dotted path of the model class.
+    init_kwargs
+        Keyword arguments for the model constructor.
+    train_kwargs
+        Keyword arguments for ``train()``.
+    setup_kwargs
+        Extra keyword arguments for ``setup_anndata`` beyond labels/batch.
+    """
+
+    name: str
+    target: str
+    init_kwargs: dict[str, Any] = field(default_factory=dict)
+    train_kwargs: dict[str, Any] = field(default_factory=dict)
+    setup_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def model_class(self) -> type:
+        """Import and return the model class."""
+        module_name, _, class_name = self.target.rpartition(".")
+        return getattr(importlib.import_module(module_name), class_name)
+
+
+_EARLY_STOP = {"early_stopping": True, "early_stopping_patience": 20}
+
+GENERATORS: dict[str, GeneratorSpec] = {
+    spec.name: spec
+    for spec in (
+        GeneratorSpec(
+            "scvi",
+            "scvi_gen.baselines.SCVIGenerator",
+            init_kwargs={"conditional_prior": True},
+            train_kwargs={"max_epochs": 300, **_EARLY_STOP},
+        ),
+        GeneratorSpec(
+            "scvi_unconditional",
+            "scvi_gen.baselines.SCVIGenerator",
+            init_kwargs={"conditional_prior": False},
+            train_kwargs={"max_epochs": 300, **_EARLY_STOP},
+        ),
+    )
+}
+
+
+def get_generator(name: str) -> GeneratorSpec:
+    """Look up a generator by name, with a clear error listing the known ones.
+
+    Parameters
+    ----------
+    name
+        Registered name.
+
+    Returns
+    -------
+    The generator's spec.
+    """
+    if name not in GENERATORS:
+        raise KeyError(f"Unknown generator {name!r}; choose one of {sorted(GENERATORS)}.")
+    return GENERATORS[name]

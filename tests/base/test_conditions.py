@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scvi_gen.base import ConditionField, build_condition_plan, counts_per_label
+
+FIELD = ConditionField("cell_type", "labels", 0, ("A", "B", "C"))
+BATCH = ConditionField("batch", "batch", 0, ("b0", "b1"))
+WEIGHTS = np.array([0.5, 0.25, 0.25])
+
+
+def _labels(n_cells, labels):
+    return counts_per_label(n_cells, labels, FIELD, WEIGHTS, np.random.default_rng(0))
+
+
+def test_dict_gives_exact_counts():
+    plan = _labels(None, {"A": 3, "C": 2})
+    assert plan == ["A", "A", "A", "C", "C"]
+
+
+def test_single_category_needs_n_cells():
+    assert _labels(4, "B") == ["B"] * 4
+    with pytest.raises(ValueError, match="n_cells"):
+        _labels(None, "B")
+
+
+def test_list_spreads_n_cells_evenly():
+    assert _labels(5, ["A", "B"]) == ["A", "A", "A", "B", "B"]
+    assert _labels(None, ["C", "A"]) == ["C", "A"]
+
+
+def test_unknown_label_is_a_clear_error():
+    with pytest.raises(ValueError, match="Unknown 'cell_type' categories \\['Z'\\]"):
+        _labels(None, {"Z": 2})
+
+
+def test_labels_without_labels_key_is_an_error():
+    with pytest.raises(ValueError, match="labels_key"):
+        counts_per_label(2, "A", None, None, np.random.default_rng(0))
+
+
+def test_unspecified_covariates_follow_the_label():
+    training = pd.DataFrame(
+        {"cell_type": ["A"] * 10 + ["B"] * 10, "batch": ["b0"] * 10 + ["b1"] * 10}
+    )
+    plan = build_condition_plan(
+        [FIELD, BATCH], training, ["A", "B"] * 20, None, np.random.default_rng(0)
+    )
+    assert (plan.loc[plan.cell_type == "A", "batch"] == "b0").all()
+    assert (plan.loc[plan.cell_type == "B", "batch"] == "b1").all()
+
+
+def test_fixed_covariate_allows_unseen_combinations():
+    training = pd.DataFrame({"cell_type": ["A"] * 10, "batch": ["b0"] * 10})
+    plan = build_condition_plan(
+        [FIELD, BATCH], training, ["A"] * 4, {"batch": "b1"}, np.random.default_rng(0)
+    )
+    assert (plan["batch"] == "b1").all()
+
+
+def test_unknown_covariate_is_a_clear_error():
+    training = pd.DataFrame({"cell_type": ["A"], "batch": ["b0"]})
+    with pytest.raises(ValueError, match="Unknown covariates"):
+        build_condition_plan(
+            [FIELD, BATCH], training, ["A"], {"donor": "x"}, np.random.default_rng(0)
+        )

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+
+def make_counts_adata(
+    n_cells: int = 120, n_genes: int = 30, n_labels: int = 3, seed: int = 0
+) -> ad.AnnData:
+    """Tiny NB count data with label-specific means and two batches."""
+    rng = np.random.default_rng(seed)
+    labels = np.array([f"type{i % n_labels}" for i in range(n_cells)])
+    base = rng.gamma(2.0, 1.0, size=(n_labels, n_genes))
+    codes = np.array([int(label[4:]) for label in labels])
+    mean = base[codes] * rng.uniform(0.5, 1.5, size=(n_cells, 1)) * 2
+    counts = rng.negative_binomial(5, 5 / (5 + mean)).astype(np.float32)
+    adata = ad.AnnData(sp.csr_matrix(counts))
+    adata.obs_names = [f"cell{i}" for i in range(n_cells)]
+    adata.var_names = [f"gene{j}" for j in range(n_genes)]
+    adata.obs["cell_type"] = pd.Categorical(labels)
+    adata.obs["batch"] = pd.Categorical(np.where(np.arange(n_cells) % 2 == 0, "b0", "b1"))
+    return adata
+
+
+@pytest.fixture
+def counts_adata() -> ad.AnnData:
+    return make_counts_adata()
+
+
+def shared_data_file(name: str) -> Path:
+    """Path of a real data file; skip locally when absent, fail in CI (CI=true)."""
+    root = Path(
+        os.environ.get("SCVI_GEN_DATA_DIR", Path(__file__).parents[1] / ".." / "shared" / "data")
+    )
+    path = root / name
+    if not path.exists():
+        message = f"data file {path} is missing (set SCVI_GEN_DATA_DIR)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
