@@ -26,7 +26,7 @@ demo: install
 
 docs: install
 	$(PY) -m pip install -e ".[docs]"
-	$(VENV)/bin/sphinx-build -W -b html docs docs/_build/html
+	$(VENV)/bin/sphinx-build --keep-going -b html docs docs/_build/html
 
 benchmark: install
 	$(PY) benchmarks/quality.py

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from . import base, baselines
+from . import base, baselines, benchmark, datasets, metrics, pl
+from ._demo import run_demo
 from .baselines import SCVIGenerator
 
 try:
@@ -15,4 +16,14 @@ except PackageNotFoundError:  # running from a source tree
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-__all__ = ["SCVIGenerator", "__version__", "base", "baselines"]
+__all__ = [
+    "SCVIGenerator",
+    "__version__",
+    "base",
+    "baselines",
+    "benchmark",
+    "datasets",
+    "metrics",
+    "pl",
+    "run_demo",
+]

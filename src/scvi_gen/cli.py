@@ -41,6 +41,20 @@ def _parse_json(text: str | None, option: str) -> dict | None:
     return value
 
 
+def _parse_guidance(text: str | None) -> float | dict | None:
+    """A single weight (``"2"``) or per-attribute weights as JSON (``'{"cell_type": 2}'``)."""
+    if text is None:
+        return None
+    if text.lstrip().startswith("{"):
+        return _parse_json(text, "--guidance")
+    try:
+        return float(text)
+    except ValueError as err:
+        raise SystemExit(
+            f"error: --guidance must be a number or a JSON object, got {text!r}."
+        ) from err
+
+
 def _read_h5ad(path: str):
     import anndata as ad
 
@@ -105,16 +119,14 @@ def cmd_generate(args: argparse.Namespace) -> None:
     """Load a saved generator and write generated cells to an .h5ad file."""
     from scvi_gen.model._registry import get_generator
 
+    labels = _parse_labels(args.labels)
+    covariates = _parse_json(args.covariates, "--covariates")
+    guidance = _parse_guidance(args.guidance)
     model = get_generator(args.generator).model_class().load(args.model)
-    guidance = (
-        _parse_json(args.guidance, "--guidance")
-        if args.guidance and args.guidance.startswith("{")
-        else (float(args.guidance) if args.guidance else None)
-    )
     synthetic = model.generate(
         args.n_cells,
-        labels=_parse_labels(args.labels),
-        covariates=_parse_json(args.covariates, "--covariates"),
+        labels=labels,
+        covariates=covariates,
         guidance=guidance,
         batch_size=args.batch_size,
         seed=args.seed,

@@ -1,0 +1,213 @@
+"""Train/test protocol: train each generator on the training split, score test-matched cells."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from scvi_gen import datasets
+from scvi_gen.metrics import CommonSpace, evaluate
+from scvi_gen.model._registry import get_generator
+
+logger = logging.getLogger(__name__)
+
+FLOOR = "floor (real held-out)"
+
+
+@dataclass
+class TrainTestConfig:
+    """Settings of a train/test quality run.
+
+    Attributes
+    ----------
+    labels_key
+        ``obs`` column with labels; cells without a label are dropped.
+    test_size
+        Fraction of each label held out.
+    n_top_genes
+        seurat_v3 HVGs of the training counts that generators model (0: all genes).
+    n_pcs
+        PCs of the evaluation space.
+    overrides
+        Per generator ``{"init": {...}, "train": {...}}`` on top of the registry defaults.
+    """
+
+    labels_key: str = "cell_type"
+    test_size: float = 0.25
+    n_top_genes: int = 2000
+    n_pcs: int = 30
+    overrides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+
+def drop_unlabelled(adata: ad.AnnData, labels_key: str) -> ad.AnnData:
+    """Copy of ``adata`` without cells whose label is missing, unused categories removed."""
+    keep = adata.obs[labels_key].notna().to_numpy()
+    out = adata[keep].copy()
+    out.obs[labels_key] = out.obs[labels_key].astype("category").cat.remove_unused_categories()
+    return out
+
+
+def split_for_seed(
+    adata: ad.AnnData, config: TrainTestConfig, seed: int
+) -> tuple[ad.AnnData, ad.AnnData]:
+    """Stratified split and, when asked, restriction to the training HVGs."""
+    from scvi_gen._demo import select_hvgs
+
+    train, test = datasets.train_test_split(
+        adata, labels_key=config.labels_key, test_size=config.test_size, seed=seed
+    )
+    if config.n_top_genes:
+        genes = select_hvgs(train, config.n_top_genes)
+        train, test = train[:, genes].copy(), test[:, genes].copy()
+    return train, test
+
+
+def train_and_generate(
+    name: str, train: ad.AnnData, test: ad.AnnData, config: TrainTestConfig, seed: int
+) -> tuple[ad.AnnData, dict[str, float]]:
+    """Train generator ``name`` on ``train`` and generate test-matched cells per label.
+
+    Returns
+    -------
+    The synthetic cells and the seconds spent training and generating.
+    """
+    import scvi
+
+    spec = get_generator(name)
+    override = config.overrides.get(name, {})
+    scvi.settings.seed = seed
+    train = train.copy()  # registration adds columns; keep the caller's object untouched
+    model_cls = spec.model_class()
+    model_cls.setup_anndata(train, labels_key=config.labels_key, **spec.setup_kwargs)
+    model = model_cls(train, **{**spec.init_kwargs, **override.get("init", {})})
+    start = time.perf_counter()
+    model.train(**{**spec.train_kwargs, **override.get("train", {})})
+    seconds = {"train_s": time.perf_counter() - start}
+    start = time.perf_counter()
+    plan = datasets.matched_generation_plan(test.obs[config.labels_key])
+    synthetic = model.generate(labels=plan, seed=seed, progress_bar=False)
+    seconds["generate_s"] = time.perf_counter() - start
+    return synthetic, seconds
+
+
+def run_train_test(
+    adata: ad.AnnData,
+    generators: Sequence[str],
+    seeds: Sequence[int],
+    config: TrainTestConfig | None = None,
+    on_result: Callable[[pd.DataFrame], None] | None = None,
+) -> pd.DataFrame:
+    """Score each generator and the real-vs-real floor over several seeds.
+
+    For each seed: a stratified split, HVGs and the evaluation space fitted on the training
+    cells, each generator trained on train only and asked for as many cells per label as the
+    test set has, and :func:`scvi_gen.metrics.evaluate` against the test set.
+
+    Parameters
+    ----------
+    adata
+        Real counts with labels.
+    generators
+        Registered generator names.
+    seeds
+        Seeds (split, training, generation and evaluation).
+    config
+        Protocol settings.
+    on_result
+        Called with each (generator, seed) block of results as it is ready.
+
+    Returns
+    -------
+    Long table: ``generator``, ``seed``, ``metric``, ``scope``, ``value``, plus timing rows
+    (metric ``train_s``/``generate_s``). The floor appears as generator ``FLOOR``.
+
+    Examples
+    --------
+    >>> results = run_train_test(scvi_gen.datasets.pbmc3k(), ["scvi"], seeds=[0, 1, 2])
+    """
+    config = config or TrainTestConfig()
+    adata = drop_unlabelled(adata, config.labels_key)
+    blocks = []
+    for seed in seeds:
+        train, test = split_for_seed(adata, config, seed)
+        space = CommonSpace(n_hvg=train.n_vars, n_pcs=config.n_pcs, seed=seed).fit(train)
+        for name in generators:
+            synthetic, seconds = train_and_generate(name, train, test, config, seed)
+            scores = evaluate(
+                train,
+                test,
+                synthetic,
+                labels_key=config.labels_key,
+                seed=seed,
+                common_space=space,
+            )
+            block = _tidy(scores, name, seed, seconds, include_floor=name == generators[0])
+            blocks.append(block)
+            if on_result is not None:
+                on_result(block)
+    return pd.concat(blocks, ignore_index=True)
+
+
+def _tidy(
+    scores: pd.DataFrame, name: str, seed: int, seconds: dict[str, float], include_floor: bool
+) -> pd.DataFrame:
+    out = scores.copy()
+    out["generator"] = np.where(out["comparison"] == "floor", FLOOR, name)
+    if not include_floor:
+        out = out[out["comparison"] != "floor"]
+    timing = pd.DataFrame(
+        {
+            "generator": name,
+            "metric": list(seconds),
+            "scope": "time",
+            "value": list(seconds.values()),
+        }
+    )
+    out = pd.concat([out.drop(columns="comparison"), timing], ignore_index=True)
+    out["seed"] = seed
+    return out[["generator", "seed", "metric", "scope", "value"]]
+
+
+def summarize(results: pd.DataFrame, scope: str = "global") -> pd.DataFrame:
+    """Mean +/- sd over seeds, one row per metric and one column per generator.
+
+    Parameters
+    ----------
+    results
+        Output of :func:`run_train_test`.
+    scope
+        ``"global"``, ``"per_label_mean"`` or ``"time"``.
+
+    Returns
+    -------
+    A table of ``"mean ± sd"`` strings (index: metric; columns: floor first, then generators).
+    """
+    part = results[results["scope"] == scope]
+    stats = part.groupby(["metric", "generator"], sort=False)["value"].agg(
+        ["mean", "std", "count"]
+    )
+    cells = stats.apply(
+        lambda r: f"{r['mean']:.4g} ± {0 if np.isnan(r['std']) else r['std']:.2g}", axis=1
+    )
+    table = cells.unstack("generator")
+    order = [FLOOR] + [g for g in pd.unique(part["generator"]) if g != FLOOR]
+    return table[[c for c in order if c in table.columns]]
+
+
+def ratio_to_floor(results: pd.DataFrame, scope: str = "global") -> pd.DataFrame:
+    """Mean over seeds of each generator's metric divided by the same seed's floor."""
+    part = results[results["scope"] == scope]
+    floor = part[part["generator"] == FLOOR].set_index(["seed", "metric"])["value"]
+    rows = part[part["generator"] != FLOOR].copy()
+    rows["ratio"] = (
+        rows["value"].to_numpy()
+        / floor.reindex(pd.MultiIndex.from_frame(rows[["seed", "metric"]])).to_numpy()
+    )
+    return rows.groupby(["metric", "generator"], sort=False)["ratio"].mean().unstack("generator")
