@@ -1,5 +1,7 @@
 """Shared building blocks of scvi-gen generators."""
 
+from scvi_gen._matrix import get_matrix, iter_row_chunks
+
 from ._conditions import (
     ConditionField,
     build_condition_plan,
@@ -11,7 +13,7 @@ from ._generative_mixin import GenerativeMixin
 from ._library_size import LibrarySizeModel
 from ._serialization import dumps, loads
 from ._setup import generator_fields
-from ._validation import get_matrix, validate_setup_input
+from ._validation import validate_setup_input
 
 __all__ = [
     "ConditionField",
@@ -23,6 +25,7 @@ __all__ = [
     "dumps",
     "generator_fields",
     "get_matrix",
+    "iter_row_chunks",
     "loads",
     "plan_to_tensors",
     "validate_setup_input",

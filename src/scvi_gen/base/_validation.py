@@ -3,63 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
+from scvi_gen._matrix import get_matrix, iter_row_chunks
+
 logger = logging.getLogger(__name__)
-
-_ROW_CHUNK = 2048
-
-
-def get_matrix(adata: AnnData, layer: str | None) -> np.ndarray | sp.spmatrix:
-    """Return ``adata.layers[layer]`` or ``adata.X``, with a clear error for an unknown layer.
-
-    Parameters
-    ----------
-    adata
-        The data.
-    layer
-        Layer name, or ``None`` for ``.X``.
-
-    Returns
-    -------
-    The matrix (not copied).
-    """
-    if layer is None:
-        if adata.X is None:
-            raise ValueError(
-                "adata.X is empty (None); pass `layer=` naming the layer with counts."
-            )
-        return adata.X
-    if layer not in adata.layers:
-        raise KeyError(
-            f"Layer {layer!r} not found in adata.layers (available: {list(adata.layers)}). "
-            "Pass `layer=None` to use adata.X."
-        )
-    return adata.layers[layer]
-
-
-def iter_row_chunks(
-    matrix: np.ndarray | sp.spmatrix, chunk: int = _ROW_CHUNK
-) -> Iterator[np.ndarray | sp.spmatrix]:
-    """Yield row blocks of ``matrix`` so that no check densifies all cells at once.
-
-    Parameters
-    ----------
-    matrix
-        Dense, sparse or backed matrix.
-    chunk
-        Rows per block.
-
-    Yields
-    ------
-    Row blocks (sparse blocks stay sparse).
-    """
-    for start in range(0, matrix.shape[0], chunk):
-        yield matrix[start : start + chunk]
 
 
 def _values(block: np.ndarray | sp.spmatrix) -> np.ndarray:

@@ -1,0 +1,63 @@
+"""Evaluation metrics for synthetic single-cell data (the project's yardstick).
+
+All distribution metrics work on plain numpy arrays; :func:`evaluate` applies them in a
+:class:`CommonSpace` (seurat_v3 HVGs, log1p(CP10k), PCA fitted on real training counts) and
+reports a synthetic-vs-real comparison next to a real-vs-real floor.
+"""
+
+from __future__ import annotations
+
+from ._classifier import classifier_two_sample_auc
+from ._common_space import (
+    CommonSpace,
+    TransformedData,
+    is_count_matrix,
+    resolve_data_kind,
+)
+from ._distances import (
+    DEFAULT_BANDWIDTH_FACTORS,
+    energy_distance,
+    mmd_bandwidths,
+    mmd_rbf,
+    wasserstein,
+)
+from ._evaluate import (
+    AVAILABLE_METRICS,
+    HIGHER_IS_BETTER,
+    evaluate,
+    evaluate_table,
+)
+from ._gene_stats import (
+    gene_correlation_error,
+    gene_mean_correlation,
+    gene_variance_correlation,
+    gene_zero_fraction_correlation,
+    library_size_distance,
+)
+from ._labels import de_logfc_recovery, knn_label_accuracy
+from ._prdc import precision_recall_density_coverage
+
+__all__ = [
+    "AVAILABLE_METRICS",
+    "DEFAULT_BANDWIDTH_FACTORS",
+    "HIGHER_IS_BETTER",
+    "CommonSpace",
+    "TransformedData",
+    "classifier_two_sample_auc",
+    "de_logfc_recovery",
+    "energy_distance",
+    "evaluate",
+    "evaluate_table",
+    "gene_correlation_error",
+    "gene_mean_correlation",
+    "gene_variance_correlation",
+    "gene_zero_fraction_correlation",
+    "is_count_matrix",
+    "knn_label_accuracy",
+    "library_size_distance",
+    "mmd_bandwidths",
+    "mmd_rbf",
+    "precision_recall_density_coverage",
+    "resolve_data_kind",
+    "wasserstein",
+]

@@ -1,0 +1,184 @@
+"""Small numeric helpers shared by the metric modules."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.spatial.distance import cdist
+
+logger = logging.getLogger(__name__)
+
+
+def as_2d_float_array(x: np.ndarray | Sequence[float], name: str = "x") -> np.ndarray:
+    """Convert ``x`` to a float64 2-D array (a 1-D input becomes one column).
+
+    Parameters
+    ----------
+    x
+        Array-like of shape ``(n,)`` or ``(n, d)``.
+    name
+        Name used in error messages.
+
+    Returns
+    -------
+    np.ndarray
+        Array of shape ``(n, d)`` and dtype float64.
+    """
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"`{name}` must be 1-D or 2-D, got an array with {arr.ndim} dimensions.")
+    if arr.shape[0] == 0:
+        raise ValueError(f"`{name}` is empty.")
+    return arr
+
+
+def check_same_n_features(x: np.ndarray, y: np.ndarray) -> None:
+    """Raise a ValueError if ``x`` and ``y`` have a different number of columns.
+
+    Parameters
+    ----------
+    x, y
+        2-D arrays.
+
+    Returns
+    -------
+    None
+    """
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(
+            f"Both samples must have the same number of features, got {x.shape[1]} and "
+            f"{y.shape[1]}."
+        )
+
+
+def subsample_indices(n: int, max_n: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Indices of a random subsample of at most ``max_n`` out of ``n`` rows (sorted).
+
+    Parameters
+    ----------
+    n
+        Number of rows.
+    max_n
+        Maximum number of rows to keep; ``None`` keeps all.
+    rng
+        Random generator used to draw the subsample.
+
+    Returns
+    -------
+    np.ndarray
+        Sorted integer indices.
+    """
+    if max_n is None or n <= max_n:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=max_n, replace=False))
+
+
+def subsample_pair(
+    x: np.ndarray, y: np.ndarray, max_cells: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Subsample each of two samples to at most ``max_cells`` rows with a seeded generator.
+
+    Parameters
+    ----------
+    x, y
+        2-D arrays.
+    max_cells
+        Maximum number of rows kept per sample; ``None`` keeps everything.
+    seed
+        Seed of the random generator.
+
+    Returns
+    -------
+    tuple of np.ndarray
+        The subsampled ``x`` and ``y``.
+    """
+    rng = np.random.default_rng(seed)
+    x_idx = subsample_indices(x.shape[0], max_cells, rng)
+    y_idx = subsample_indices(y.shape[0], max_cells, rng)
+    return x[x_idx], y[y_idx]
+
+
+def pairwise_distances(x: np.ndarray, y: np.ndarray, squared: bool = False) -> np.ndarray:
+    """Euclidean (or squared Euclidean) distance matrix between rows of ``x`` and ``y``.
+
+    Parameters
+    ----------
+    x, y
+        2-D float arrays with the same number of columns.
+    squared
+        Return squared distances.
+
+    Returns
+    -------
+    np.ndarray
+        Matrix of shape ``(len(x), len(y))``.
+    """
+    # cdist is exact (no ||a||^2 + ||b||^2 - 2ab cancellation), so identical points give 0.
+    return cdist(x, y, metric="sqeuclidean" if squared else "euclidean")
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two vectors, NaN when either is constant or non-finite.
+
+    Parameters
+    ----------
+    a, b
+        1-D arrays of equal length.
+
+    Returns
+    -------
+    float
+        Correlation coefficient in [-1, 1], or NaN.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"Vectors must have the same shape, got {a.shape} and {b.shape}.")
+    finite = np.isfinite(a) & np.isfinite(b)
+    a, b = a[finite], b[finite]
+    if a.size < 2:
+        return float("nan")
+    a_centered = a - a.mean()
+    b_centered = b - b.mean()
+    denominator = np.sqrt(np.sum(a_centered**2) * np.sum(b_centered**2))
+    if denominator == 0:
+        return float("nan")
+    return float(np.clip(np.sum(a_centered * b_centered) / denominator, -1.0, 1.0))
+
+
+def label_array(labels: np.ndarray | Sequence[object] | pd.Series) -> np.ndarray:
+    """Labels as an object array with missing values set to ``None``.
+
+    Parameters
+    ----------
+    labels
+        Any 1-D array-like of labels (categorical, strings, integers...).
+
+    Returns
+    -------
+    np.ndarray
+        Object array; missing labels are ``None``.
+    """
+    series = pd.Series(np.asarray(labels, dtype=object))
+    return series.where(series.notna(), None).to_numpy(dtype=object)
+
+
+def is_missing_label(labels: np.ndarray) -> np.ndarray:
+    """Boolean mask of missing (NaN/None) labels.
+
+    Parameters
+    ----------
+    labels
+        1-D array of labels.
+
+    Returns
+    -------
+    np.ndarray
+        Boolean mask, True where the label is missing.
+    """
+    return pd.isna(pd.Series(np.asarray(labels, dtype=object))).to_numpy()
