@@ -64,14 +64,9 @@ def load_demo_data(dataset: str = "auto") -> tuple[ad.AnnData, str]:
 
 def select_hvgs(train: ad.AnnData, n_top_genes: int) -> list[str]:
     """seurat_v3 highly variable genes of the training counts (all genes if fewer)."""
-    import scanpy as sc
+    from scvi_gen.metrics import select_hvgs as select
 
-    if train.n_vars <= n_top_genes:
-        return list(train.var_names)
-    stats = sc.pp.highly_variable_genes(
-        train, n_top_genes=n_top_genes, flavor="seurat_v3", inplace=False
-    )
-    return list(train.var_names[stats["highly_variable"].to_numpy()])
+    return list(select(train.X, pd.Index(train.var_names), n_top_genes))
 
 
 def run_demo(

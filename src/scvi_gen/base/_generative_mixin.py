@@ -136,13 +136,7 @@ class GenerativeMixin:
         if adata is None:
             return
         fields = self.condition_fields
-        training = observed_conditions(adata, fields)
-        if len(training) > _MAX_STORED_CONDITIONS:
-            keep = np.random.default_rng(0).choice(
-                len(training), _MAX_STORED_CONDITIONS, replace=False
-            )
-            training = training.iloc[np.sort(keep)].reset_index(drop=True)
-        self.training_conditions_ = training
+        conditions = observed_conditions(adata, fields)
         self.library_size_model_ = None
         if self._requires_counts:
             matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
@@ -150,10 +144,13 @@ class GenerativeMixin:
                 [np.asarray(block.sum(axis=1)).ravel() for block in iter_row_chunks(matrix)]
             )
             keys = [f.obs_key for f in fields if f.is_categorical]
-            all_conditions = observed_conditions(adata, fields)
-            self.library_size_model_ = LibrarySizeModel.fit(
-                library, all_conditions, keys
-            ).to_dict()
+            self.library_size_model_ = LibrarySizeModel.fit(library, conditions, keys).to_dict()
+        if len(conditions) > _MAX_STORED_CONDITIONS:
+            keep = np.random.default_rng(0).choice(
+                len(conditions), _MAX_STORED_CONDITIONS, replace=False
+            )
+            conditions = conditions.iloc[np.sort(keep)].reset_index(drop=True)
+        self.training_conditions_ = conditions
 
     @property
     def condition_fields(self) -> list[ConditionField]:

@@ -13,6 +13,7 @@ from ._common_space import (
     TransformedData,
     is_count_matrix,
     resolve_data_kind,
+    select_hvgs,
 )
 from ._distances import (
     DEFAULT_BANDWIDTH_FACTORS,
@@ -59,5 +60,6 @@ __all__ = [
     "mmd_rbf",
     "precision_recall_density_coverage",
     "resolve_data_kind",
+    "select_hvgs",
     "wasserstein",
 ]

@@ -132,8 +132,30 @@ def _gene_positions(var_names: pd.Index, wanted: pd.Index, what: str) -> np.ndar
     return positions
 
 
-def _select_hvgs(counts: Any, gene_names: pd.Index, n_hvg: int) -> pd.Index:
-    """Top ``n_hvg`` seurat_v3 HVGs of ``counts`` (all genes if there are not more)."""
+def select_hvgs(counts: Any, gene_names: pd.Index, n_hvg: int) -> pd.Index:
+    """Top ``n_hvg`` seurat_v3 highly variable genes of raw ``counts``, in their original order.
+
+    All genes are returned when there are not more than ``n_hvg``. When scanpy's loess fit
+    fails on tiny or homogeneous data, a wider span is tried, then the genes with the highest
+    variance-to-mean ratio (with a :class:`RuntimeWarning`).
+
+    Parameters
+    ----------
+    counts
+        Cells x genes raw counts (dense or sparse; not modified).
+    gene_names
+        Names of the columns of ``counts``.
+    n_hvg
+        Number of genes to select.
+
+    Returns
+    -------
+    The selected gene names.
+
+    Examples
+    --------
+    >>> genes = select_hvgs(adata.X, adata.var_names, 2000)
+    """
     if n_hvg >= len(gene_names):
         logger.info("Only %d genes (<= n_hvg=%d): using all of them.", len(gene_names), n_hvg)
         return gene_names
@@ -324,7 +346,7 @@ class CommonSpace:
         gene_names = pd.Index(train.var_names.astype(str))
         _gene_positions(gene_names, gene_names, "genes")  # uniqueness check
         self.gene_names_ = gene_names
-        self.hvg_names_ = _select_hvgs(counts, gene_names, self.n_hvg)
+        self.hvg_names_ = select_hvgs(counts, gene_names, self.n_hvg)
         expression, library = self._counts_to_expression(train, self.layer)
         n_components = min(self.n_pcs, expression.shape[0], expression.shape[1])
         if n_components < self.n_pcs:
