@@ -45,6 +45,9 @@ def main() -> None:
     parser.add_argument("--labels-key", default="cell_type")
     parser.add_argument("--n-top-genes", type=int, default=2000)
     parser.add_argument("--out", default="benchmark_results/quality")
+    parser.add_argument(
+        "--max-epochs", type=int, default=None, help="cap every generator's training epochs"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("scvi").setLevel(logging.ERROR)
@@ -53,8 +56,15 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    config = TrainTestConfig(labels_key=args.labels_key, n_top_genes=args.n_top_genes)
     generators = [g.strip() for g in args.generators.split(",") if g.strip()]
+    overrides = (
+        {g: {"train": {"max_epochs": args.max_epochs}} for g in generators}
+        if args.max_epochs
+        else {}
+    )
+    config = TrainTestConfig(
+        labels_key=args.labels_key, n_top_genes=args.n_top_genes, overrides=overrides
+    )
     start = time.perf_counter()
 
     def report_progress(block: pd.DataFrame) -> None:

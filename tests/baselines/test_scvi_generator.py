@@ -109,3 +109,25 @@ def test_posterior_predictive_sample_has_data_shape(trained):
 def test_conditional_prior_has_one_gaussian_per_label(trained):
     _, model = trained
     assert model.module.prior_mean.shape == (3, 4)
+
+
+def test_label_priors_are_fitted_full_covariance_gaussians(trained):
+    _, model = trained
+    module = model.module
+    assert bool(module.prior_full_fitted)
+    tril = module.prior_scale_tril
+    assert (tril.triu(1) == 0).all() and (tril.diagonal(dim1=1, dim2=2) > 0).all()
+
+
+def test_prior_fit_matches_posterior_moments():
+    import torch
+
+    from scvi_gen.baselines import LabelPriorVAE
+
+    module = LabelPriorVAE(5, n_labels=2, n_latent=2)
+    means = torch.tensor([[0.0, 0.0], [2.0, 0.0], [10.0, 10.0], [10.0, 12.0]])
+    variances = torch.full((4, 2), 0.5)
+    module.fit_prior_to_posterior(means, variances, torch.tensor([0, 0, 1, 1]))
+    assert torch.allclose(module.prior_mean, torch.tensor([[1.0, 0.0], [10.0, 11.0]]))
+    cov0 = module.prior_scale_tril[0] @ module.prior_scale_tril[0].T
+    assert torch.allclose(cov0, torch.tensor([[1.5, 0.0], [0.0, 0.5]]))
