@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 from . import base, baselines, benchmark, datasets, metrics, pl
 from ._demo import run_demo
 from .baselines import SCVIGenerator
+from .model.cfgen import CFGen
 
 try:
     __version__ = version("scvi-gen")
@@ -17,6 +18,7 @@ except PackageNotFoundError:  # running from a source tree
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
+    "CFGen",
     "SCVIGenerator",
     "__version__",
     "base",

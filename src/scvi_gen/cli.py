@@ -1,4 +1,4 @@
-"""The ``scvi-gen`` command: demo, train, generate, evaluate."""
+"""The ``scvi-gen`` command: demo, train, generate, evaluate, benchmark."""
 
 from __future__ import annotations
 
@@ -157,6 +157,84 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(markdown_table(table))
 
 
+def _parse_seeds(text: str) -> list[int]:
+    """``"3"`` -> seeds 0, 1, 2; ``"0,5,7"`` -> those seeds."""
+    try:
+        values = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError as err:
+        raise SystemExit(f"error: --seeds takes a count or a comma list, got {text!r}.") from err
+    if len(values) == 1 and "," not in text:
+        if values[0] < 1:
+            raise SystemExit("error: --seeds needs at least one seed.")
+        return list(range(values[0]))
+    return values
+
+
+def _benchmark_config(args: argparse.Namespace):
+    """The run's config: --config (if given) with the explicitly passed options on top."""
+    from scvi_gen.benchmark import BenchmarkConfig
+
+    values = {}
+    if args.config:
+        if not Path(args.config).exists():
+            raise SystemExit(f"error: config file {args.config} does not exist.")
+        values = BenchmarkConfig.load(args.config).to_dict()
+    given = {
+        "dataset": args.dataset,
+        "split": args.split,
+        "n_folds": args.n_folds,
+        "labels_key": args.labels_key,
+        "test_size": args.test_size,
+        "n_top_genes": args.n_top_genes,
+        "n_pcs": args.n_pcs,
+        "n_threads": args.threads,
+    }
+    values.update({k: v for k, v in given.items() if v is not None})
+    if args.generators:
+        values["generators"] = [g.strip() for g in args.generators.split(",") if g.strip()]
+    if args.seeds:
+        values["seeds"] = _parse_seeds(args.seeds)
+    if args.classifiers:
+        text = args.classifiers.strip()
+        values["classifiers"] = [] if text == "none" else [c.strip() for c in text.split(",")]
+    overrides = values.get("overrides", {})
+    for name, sections in (_parse_json(args.settings, "--settings") or {}).items():
+        if not isinstance(sections, dict):
+            raise SystemExit(f"error: --settings[{name!r}] must be a JSON object.")
+        merged = overrides.setdefault(name, {})
+        for section, kwargs in sections.items():
+            merged[section] = {**merged.get(section, {}), **kwargs}
+    if args.max_epochs is not None:
+        for name in values.get("generators", BenchmarkConfig().generators):
+            train = overrides.setdefault(name, {}).setdefault("train", {})
+            train["max_epochs"] = args.max_epochs
+    values["overrides"] = overrides
+    try:
+        return BenchmarkConfig(**values)
+    except (KeyError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from err
+
+
+def cmd_benchmark(args: argparse.Namespace) -> None:
+    """Run the benchmark protocol and print where the report is."""
+    from scvi_gen.benchmark import run_benchmark
+
+    config = _benchmark_config(args)
+    if args.out:
+        out = Path(args.out)
+    elif args.config:
+        out = Path(args.config).parent
+    else:
+        out = Path("benchmark_results") / f"{Path(config.dataset).stem}_{config.split}"
+    if not args.verbose:
+        for name in ("scvi", "lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    run = run_benchmark(config, out, progress_bar=not args.no_progress, plots=not args.no_plots)
+    if run.report is not None:
+        print(run.report.read_text())
+    print(f"Run directory: {out} ({run.seconds:.0f} s); results in {out / 'results.csv'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``scvi-gen``."""
     from scvi_gen.model._registry import GENERATORS
@@ -222,6 +300,47 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", default=None, help="CSV to write")
     ev.set_defaults(func=cmd_evaluate)
+
+    bench = sub.add_parser(
+        "benchmark",
+        help="train/generate/evaluate generators over splits and seeds; writes a report",
+        description=(
+            "The benchmark protocol: stratified train/test splits (or k-fold with Q3 top-up "
+            "augmentation) per seed; each generator trains on the training cells only; "
+            "distribution metrics against held-out cells with the real-vs-real floor; "
+            "downstream classifiers with augmentation, an oversampling control and "
+            "train-on-synthetic. Writes config.json, one CSV per finished cell (a rerun "
+            "resumes), results.csv, summary.md and PNG plots."
+        ),
+    )
+    bench.add_argument("--config", default=None, help="config.json of a run to repeat/resume")
+    bench.add_argument("--dataset", default=None, help="pbmc3k (default), pancreas, ... or .h5ad")
+    bench.add_argument("--generators", default=None, help=f"comma list of {', '.join(names)}")
+    bench.add_argument("--split", default=None, choices=["train-test", "kfold"])
+    bench.add_argument("--seeds", default=None, help="a count N (seeds 0..N-1) or '0,5,7'")
+    bench.add_argument("--n-folds", type=int, default=None)
+    bench.add_argument("--labels-key", default=None)
+    bench.add_argument("--test-size", type=float, default=None)
+    bench.add_argument("--n-top-genes", type=int, default=None)
+    bench.add_argument("--n-pcs", type=int, default=None)
+    bench.add_argument(
+        "--classifiers",
+        default=None,
+        help="comma list (random_forest,logistic_regression) or none",
+    )
+    bench.add_argument(
+        "--settings",
+        default=None,
+        help='JSON per generator, e.g. \'{"ctgan": {"train": {"max_epochs": 50}}}\'',
+    )
+    bench.add_argument(
+        "--max-epochs", type=int, default=None, help="max_epochs of every generator"
+    )
+    bench.add_argument("--threads", type=int, default=None, help="torch threads")
+    bench.add_argument("--out", default=None, help="run directory")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.add_argument("--no-plots", action="store_true", help="report without PNG plots")
+    bench.set_defaults(func=cmd_benchmark)
     return parser
 
 

@@ -21,6 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ GuidanceArg = float | Mapping[str, float] | None
 def resolve_guidance_weights(
     guidance: GuidanceArg,
     names: Sequence[str],
-    default: float = 1.0,
+    default: float | Sequence[float] = 1.0,
     aliases: Mapping[str, str] | None = None,
 ) -> list[float]:
     """Turn the user's ``guidance`` argument into one weight per attribute.
@@ -44,7 +45,7 @@ def resolve_guidance_weights(
     names
         Attribute names in the network's order.
     default
-        Weight of an attribute the user did not set.
+        Weight of an attribute the user did not set (one value, or one per attribute).
     aliases
         Other accepted names, ``{alias: name}`` (e.g. ``{"labels": "cell_type"}``).
 
@@ -60,8 +61,13 @@ def resolve_guidance_weights(
     [0.0, 0.0]
     """
     names = list(names)
+    defaults = (
+        [float(default)] * len(names) if np.ndim(default) == 0 else [float(d) for d in default]
+    )
+    if len(defaults) != len(names):
+        raise ValueError(f"Got {len(defaults)} default weights for {len(names)} attributes.")
     if guidance is None:
-        weights = [float(default)] * len(names)
+        weights = defaults
     elif isinstance(guidance, Mapping):
         lookup = {**dict(aliases or {}), **{name: name for name in names}}
         unknown = sorted(str(k) for k in guidance if k not in lookup)
@@ -71,7 +77,7 @@ def resolve_guidance_weights(
                 f"conditions on {names}."
             )
         given = {lookup[k]: float(v) for k, v in guidance.items()}
-        weights = [given.get(name, float(default)) for name in names]
+        weights = [given.get(name, d) for name, d in zip(names, defaults)]
     else:
         weights = [float(guidance)] * len(names)
     if not all(math.isfinite(w) for w in weights):

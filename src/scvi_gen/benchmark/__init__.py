@@ -1,20 +1,44 @@
-"""Benchmark protocol: runner, tables and plots."""
+"""Benchmark protocol: runner, downstream classification, tables and report."""
 
+from ._downstream import CLASSIFIERS, TRAIN_SETS, FeatureSet, downstream_scores, training_sets
+from ._protocol import BenchmarkConfig, Replicate, iter_replicates, load_dataset, replicate_keys
+from ._report import mean_sd_table, write_report
+from ._runner import RESULT_COLUMNS, BenchmarkRun, collect_results, run_benchmark
 from ._tables import format_value, markdown_table
 from ._train_test import (
     FLOOR,
     TrainTestConfig,
+    floor_ratios,
+    generator_settings,
     ratio_to_floor,
     run_train_test,
     summarize,
 )
 
 __all__ = [
+    "CLASSIFIERS",
     "FLOOR",
+    "RESULT_COLUMNS",
+    "TRAIN_SETS",
+    "BenchmarkConfig",
+    "BenchmarkRun",
+    "FeatureSet",
+    "Replicate",
     "TrainTestConfig",
+    "collect_results",
+    "downstream_scores",
+    "floor_ratios",
     "format_value",
+    "generator_settings",
+    "iter_replicates",
+    "load_dataset",
     "markdown_table",
+    "mean_sd_table",
     "ratio_to_floor",
+    "replicate_keys",
+    "run_benchmark",
     "run_train_test",
     "summarize",
+    "training_sets",
+    "write_report",
 ]

@@ -54,19 +54,83 @@ def drop_unlabelled(adata: ad.AnnData, labels_key: str) -> ad.AnnData:
     return out
 
 
+def restrict_to_hvgs(
+    train: ad.AnnData, test: ad.AnnData, n_top_genes: int
+) -> tuple[ad.AnnData, ad.AnnData]:
+    """Keep the ``n_top_genes`` seurat_v3 HVGs of the training counts in both sets (0: all)."""
+    from scvi_gen._demo import select_hvgs
+
+    if not n_top_genes:
+        return train, test
+    genes = select_hvgs(train, n_top_genes)
+    return train[:, genes].copy(), test[:, genes].copy()
+
+
 def split_for_seed(
     adata: ad.AnnData, config: TrainTestConfig, seed: int
 ) -> tuple[ad.AnnData, ad.AnnData]:
     """Stratified split and, when asked, restriction to the training HVGs."""
-    from scvi_gen._demo import select_hvgs
-
     train, test = datasets.train_test_split(
         adata, labels_key=config.labels_key, test_size=config.test_size, seed=seed
     )
-    if config.n_top_genes:
-        genes = select_hvgs(train, config.n_top_genes)
-        train, test = train[:, genes].copy(), test[:, genes].copy()
-    return train, test
+    return restrict_to_hvgs(train, test, config.n_top_genes)
+
+
+def generator_settings(name: str, config: TrainTestConfig) -> dict[str, Any]:
+    """The registry's settings of generator ``name`` with the config's overrides applied.
+
+    Parameters
+    ----------
+    name
+        Registered generator name.
+    config
+        Protocol settings; ``config.overrides[name]`` may hold ``init``, ``train`` and
+        ``setup`` dictionaries.
+
+    Returns
+    -------
+    ``{"target", "init", "train", "setup"}``: what :func:`train_generator` uses.
+    """
+    spec = get_generator(name)
+    override = config.overrides.get(name, {})
+    unknown = sorted(set(override) - {"target", "init", "train", "setup"})
+    if unknown:
+        raise ValueError(
+            f"Overrides of {name!r} have unknown sections {unknown}; use init, train, setup."
+        )
+    if override.get("target", spec.target) != spec.target:
+        raise ValueError(
+            f"Settings of {name!r} name class {override['target']!r} but the registry has "
+            f"{spec.target!r}."
+        )
+    return {
+        "target": spec.target,
+        "init": {**spec.init_kwargs, **override.get("init", {})},
+        "train": {**spec.train_kwargs, **override.get("train", {})},
+        "setup": {**spec.setup_kwargs, **override.get("setup", {})},
+    }
+
+
+def train_generator(
+    name: str, train: ad.AnnData, config: TrainTestConfig, seed: int
+) -> tuple[Any, float]:
+    """Set up, build and train generator ``name`` on a copy of ``train``.
+
+    Returns
+    -------
+    The trained model and the seconds spent training.
+    """
+    import scvi
+
+    settings = generator_settings(name, config)
+    scvi.settings.seed = seed
+    train = train.copy()  # registration adds columns; keep the caller's object untouched
+    model_cls = get_generator(name).model_class()
+    model_cls.setup_anndata(train, labels_key=config.labels_key, **settings["setup"])
+    model = model_cls(train, **settings["init"])
+    start = time.perf_counter()
+    model.train(**settings["train"])
+    return model, time.perf_counter() - start
 
 
 def train_and_generate(
@@ -78,18 +142,8 @@ def train_and_generate(
     -------
     The synthetic cells and the seconds spent training and generating.
     """
-    import scvi
-
-    spec = get_generator(name)
-    override = config.overrides.get(name, {})
-    scvi.settings.seed = seed
-    train = train.copy()  # registration adds columns; keep the caller's object untouched
-    model_cls = spec.model_class()
-    model_cls.setup_anndata(train, labels_key=config.labels_key, **spec.setup_kwargs)
-    model = model_cls(train, **{**spec.init_kwargs, **override.get("init", {})})
-    start = time.perf_counter()
-    model.train(**{**spec.train_kwargs, **override.get("train", {})})
-    seconds = {"train_s": time.perf_counter() - start}
+    model, train_s = train_generator(name, train, config, seed)
+    seconds = {"train_s": train_s}
     start = time.perf_counter()
     plan = datasets.matched_generation_plan(test.obs[config.labels_key])
     synthetic = model.generate(labels=plan, seed=seed, progress_bar=False)
@@ -202,12 +256,35 @@ def summarize(results: pd.DataFrame, scope: str = "global") -> pd.DataFrame:
 
 
 def ratio_to_floor(results: pd.DataFrame, scope: str = "global") -> pd.DataFrame:
-    """Mean over seeds of each generator's metric divided by the same seed's floor."""
-    part = results[results["scope"] == scope]
-    floor = part[part["generator"] == FLOOR].set_index(["seed", "metric"])["value"]
-    rows = part[part["generator"] != FLOOR].copy()
-    rows["ratio"] = (
-        rows["value"].to_numpy()
-        / floor.reindex(pd.MultiIndex.from_frame(rows[["seed", "metric"]])).to_numpy()
-    )
+    """Mean over seeds (and folds) of each generator's metric divided by the same split's floor.
+
+    Parameters
+    ----------
+    results
+        Output of :func:`run_train_test` or :func:`~scvi_gen.benchmark.run_benchmark`.
+    scope
+        ``"global"`` or ``"per_label_mean"``.
+
+    Returns
+    -------
+    One row per metric, one column per generator.
+    """
+    rows = floor_ratios(results, scope)
     return rows.groupby(["metric", "generator"], sort=False)["ratio"].mean().unstack("generator")
+
+
+def floor_ratios(results: pd.DataFrame, scope: str = "global") -> pd.DataFrame:
+    """Each generator row of ``scope`` with ``ratio``: its value over the same split's floor.
+
+    The floor of a replicate is matched on ``seed`` (and ``split`` when the table has one).
+    """
+    part = results[results["scope"] == scope]
+    keys = [k for k in ("seed", "split") if k in part.columns] + ["metric"]
+    floor = part[part["generator"] == FLOOR].drop_duplicates(keys).set_index(keys)["value"]
+    rows = part[part["generator"] != FLOOR].copy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rows["ratio"] = (
+            rows["value"].to_numpy()
+            / floor.reindex(pd.MultiIndex.from_frame(rows[keys])).to_numpy()
+        )
+    return rows

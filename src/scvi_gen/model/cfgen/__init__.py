@@ -1,0 +1,7 @@
+"""CFGen: count-aware flow matching with multi-attribute classifier-free guidance."""
+
+from ._model import CFGen
+from ._module import CFGenModule
+from ._sweep import guidance_sweep
+
+__all__ = ["CFGen", "CFGenModule", "guidance_sweep"]

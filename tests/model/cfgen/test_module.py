@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import torch
+
+from scvi_gen.model.cfgen._module import AttributeSlot, CFGenModule
+
+
+def toy_module() -> CFGenModule:
+    return CFGenModule(
+        n_input=10,
+        n_categories=[2],
+        attribute_slots=[AttributeSlot("labels", 0)],
+        n_latent=2,
+        encoder_hidden=(8,),
+        decoder_hidden=(8,),
+        flow_hidden=32,
+        flow_blocks=2,
+        flow_context=16,
+        condition_on_library=False,
+    )
+
+
+def test_flow_matching_loss_decreases_on_a_toy_problem():
+    torch.manual_seed(0)
+    module = toy_module()
+    module.set_stage("flow")
+    module.train()
+    codes = torch.randint(0, 2, (128, 1))
+    centers = torch.tensor([[-2.0, 0.0], [2.0, 1.0]])
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=3e-3)
+    losses = []
+    for _ in range(100):
+        z = centers[codes[:, 0]] + 0.1 * torch.randn(128, 2)
+        loss = module.flow_matching_loss(z, codes, None).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10
+
+
+def test_set_stage_freezes_the_other_stage_and_keeps_autoencoder_in_eval():
+    module = toy_module()
+    module.set_stage("flow")
+    module.train()
+    assert not module.encoder.training and not module.decoder.training
+    assert module.velocity_net.training
+    assert not any(p.requires_grad for p in module.encoder.parameters())
+    assert not module.log_theta.requires_grad
+    assert all(p.requires_grad for p in module.velocity_net.parameters())
+    module.set_stage("autoencoder")
+    module.train()
+    assert module.encoder.training
+    assert not any(p.requires_grad for p in module.velocity_net.parameters())
+
+
+def test_validation_flow_loss_is_deterministic():
+    module = toy_module()
+    module.set_stage("flow")
+    module.eval()
+    z, codes = torch.randn(16, 2), torch.randint(0, 2, (16, 1))
+    assert torch.equal(
+        module.flow_matching_loss(z, codes, None), module.flow_matching_loss(z, codes, None)
+    )
+
+
+def test_zero_library_cells_have_finite_reconstruction_loss():
+    module = toy_module()
+    x = torch.zeros(3, 10)
+    x[0, 2] = 5
+    tensors = {"X": x, "labels": torch.zeros(3, 1), "batch": torch.zeros(3, 1)}
+    _, _, loss = module(tensors)
+    assert torch.isfinite(loss.loss)
+    assert torch.isfinite(loss.reconstruction_loss["reconstruction_loss"]).all()
