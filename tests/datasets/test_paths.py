@@ -100,7 +100,7 @@ def test_dev_fallback_finds_shared(require_data: RequireData) -> None:
     shared = require_data(SMALL).parent
     if shared.name != "data" or shared.parent.name != "shared":
         pytest.skip("data not provided through a shared/data folder")
-    assert _paths._dev_data_dirs() == [shared]
+    assert [p.resolve() for p in _paths._dev_data_dirs()] == [shared.resolve()]
 
 
 def test_missing_file_message(isolate_data: Isolate, tmp_path: Path) -> None:
