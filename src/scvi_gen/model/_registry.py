@@ -51,6 +51,7 @@ GENERATORS: dict[str, GeneratorSpec] = {
             init_kwargs={"conditional_prior": True},
             train_kwargs={"max_epochs": 150, **_EARLY_STOP},
         ),
+        GeneratorSpec("cfgen", "scvi_gen.model.cfgen.CFGen"),
         GeneratorSpec(
             "scvi_unconditional",
             "scvi_gen.baselines.SCVIGenerator",
