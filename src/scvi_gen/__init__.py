@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import base, baselines, benchmark, datasets, metrics, pl
 from ._demo import run_demo
-from .baselines import SCVIGenerator
+from .baselines import CTGANGenerator, GaussianCopulaGenerator, SCVIGenerator, TVAEGenerator
 from .model.cfgen import CFGen
 
 try:
@@ -19,7 +19,10 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "CFGen",
+    "CTGANGenerator",
+    "GaussianCopulaGenerator",
     "SCVIGenerator",
+    "TVAEGenerator",
     "__version__",
     "base",
     "baselines",

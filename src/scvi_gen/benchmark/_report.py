@@ -252,12 +252,14 @@ def _plan_section(results: pd.DataFrame) -> str:
     counts = _plan_counts(results)
     if counts.empty:
         return ""
-    counts = counts.assign(target=counts["n_train"] + counts["n_added"]).round(1)
+    counts = counts.assign(n_augmented=counts["n_train"] + counts["n_added"]).round(1)
+    counts = counts[["n_train", "n_test", "n_added", "n_augmented"]]
     counts.index.name = "class"
     return (
         "## Augmentation plan (mean over replicates)\n\n"
-        "Training and held-out cells per class and the synthetic cells added to reach the "
-        "target (Q3 of the training class sizes).\n\n" + markdown_table(counts, index=True)
+        "Training and held-out cells per class, the synthetic cells added and the class size "
+        "after augmentation (every class below the Q3 of the training class sizes is topped "
+        "up to it).\n\n" + markdown_table(counts, index=True)
     )
 
 

@@ -143,8 +143,8 @@ def plot_per_class_f1(
     stats = f1.groupby(["label", "train_set"], sort=False)["value"].agg(["mean", "std"])
     width = 0.8 / max(1, len(sets))
     cmap = plt.get_cmap("tab10" if len(sets) <= 10 else "tab20")
-    width_in = max(6.0, 0.3 * len(labels) * max(1, len(sets)))
-    fig, ax = plt.subplots(figsize=(min(width_in, 18.0), 5.2))
+    width_in = max(6.0, 0.22 * len(labels) * max(1, len(sets))) + 3.0  # + legend
+    fig, ax = plt.subplots(figsize=(min(width_in, 20.0), 4.8))
     x = np.arange(len(labels))
     for i, train_set in enumerate(sets):
         means = [_stat(stats, label, train_set, "mean") for label in labels]
@@ -165,8 +165,8 @@ def plot_per_class_f1(
     )
     ax.set_ylabel("F1 on held-out cells")
     ax.set_ylim(0, 1.05)
-    # Below the axes: with several training sets a legend inside would hide bars.
-    ax.legend(fontsize=7, frameon=False, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.28))
+    # Right of the axes: with several training sets a legend inside would hide bars.
+    ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title or "Per-class F1 (* = topped up by augmentation)", fontsize=10)
     _save(fig, path)
     return fig
