@@ -72,6 +72,13 @@ def test_same_seed_gives_same_cells(trained):
     assert (a.X != c.X).nnz > 0
 
 
+def test_user_library_sizes_set_the_total_counts(trained):
+    _, model = trained
+    syn = model.generate(labels={"type0": 40}, library_size=500.0, seed=0)
+    totals = np.asarray(syn.X.sum(1)).ravel()
+    assert abs(totals.mean() / 500.0 - 1) < 0.1
+
+
 def test_batch_size_one_and_dopri5_generate(trained):
     _, model = trained
     syn = model.generate(labels={"type0": 3}, batch_size=1, seed=0, progress_bar=False)

@@ -135,7 +135,7 @@ class CFGen(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
         condition_on_library: bool = True,
         sigma_min: float = 1e-4,
         ode_method: ODEMethod = "midpoint",
-        ode_steps: int = 20,
+        ode_steps: int = 10,
         default_guidance: float | Mapping[str, float] = 1.0,
     ):
         super().__init__(adata, registry=registry)
@@ -210,7 +210,7 @@ class CFGen(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
     def set_ode_solver(
         self,
         method: ODEMethod = "midpoint",
-        n_steps: int = 20,
+        n_steps: int = 10,
         rtol: float = 1e-5,
         atol: float = 1e-5,
     ) -> None:
@@ -281,7 +281,7 @@ class CFGen(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
         train_size: float | None = None,
         validation_size: float | None = None,
         shuffle_set_split: bool = True,
-        batch_size: int = 128,
+        batch_size: int = 256,
         early_stopping: bool = True,
         early_stopping_patience_autoencoder: int = _PATIENCE["autoencoder"],
         early_stopping_patience_flow: int = _PATIENCE["flow"],
