@@ -9,6 +9,9 @@ from . import base, baselines, benchmark, datasets, metrics, pl
 from ._demo import run_demo
 from .baselines import CTGANGenerator, GaussianCopulaGenerator, SCVIGenerator, TVAEGenerator
 from .model.cfgen import CFGen
+from .model.discrete_diffusion import DiscreteDiffusion
+from .model.maf import MAFFlow
+from .model.moe import MOEFlow
 
 try:
     __version__ = version("scvi-gen")
@@ -20,7 +23,10 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "CFGen",
     "CTGANGenerator",
+    "DiscreteDiffusion",
     "GaussianCopulaGenerator",
+    "MAFFlow",
+    "MOEFlow",
     "SCVIGenerator",
     "TVAEGenerator",
     "__version__",

@@ -1,0 +1,341 @@
+"""Model logic shared by :class:`~scvi_gen.MAFFlow` and :class:`~scvi_gen.MOEFlow`."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
+
+from scvi_gen._matrix import iter_row_chunks
+from scvi_gen.base import GenerativeMixin
+from scvi_gen.model.flows._conditioning import categorical_slots
+from scvi_gen.model.flows._module import ConditionalFlowModule, TransformBuilder
+from scvi_gen.model.flows._presets import FlowPreset, get_preset
+from scvi_gen.model.flows._representation import n_modelled_genes, select_genes
+
+logger = logging.getLogger(__name__)
+
+OutputKind = Literal["lognorm", "counts"]
+
+
+class RestoreBestWeights(pl.Callback):
+    """Keep the module weights of the best validation epoch in memory and restore them at the end.
+
+    Parameters
+    ----------
+    monitor
+        Logged validation metric to minimise.
+    """
+
+    def __init__(self, monitor: str = "validation_loss") -> None:
+        super().__init__()
+        self.monitor = monitor
+        self.best_score = float("inf")
+        self.best_epoch: int | None = None
+        self._best_state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Snapshot the module when the monitored metric improves."""
+        score = trainer.callback_metrics.get(self.monitor)
+        if score is None or trainer.sanity_checking:
+            return
+        score = float(score)
+        if np.isfinite(score) and score < self.best_score:
+            self.best_score = score
+            self.best_epoch = trainer.current_epoch
+            state = pl_module.module.state_dict()
+            self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Load the best snapshot back into the module."""
+        if self._best_state is not None:
+            pl_module.module.load_state_dict(copy.deepcopy(self._best_state))
+            logger.info(
+                "Restored weights of epoch %s (%s %.4f).",
+                self.best_epoch,
+                self.monitor,
+                self.best_score,
+            )
+
+
+def _with_fused_optimizer(plan: dict[str, Any]) -> dict[str, Any]:
+    """Replace scvi-tools' Adam/AdamW by the same optimizer with fused (single-kernel) updates.
+
+    The flows have millions of weights and little compute per weight; the optimizer's
+    per-tensor element-wise passes are a large share of a CPU training step.
+    """
+    plan = dict(plan)
+    optimizer = torch.optim.AdamW if plan.pop("optimizer") == "AdamW" else torch.optim.Adam
+    settings = {
+        "lr": plan.get("lr", 1e-3),
+        "weight_decay": plan.get("weight_decay", 0.0),
+        "eps": plan.pop("eps", 1e-8),
+    }
+
+    def create(params: Any) -> torch.optim.Optimizer:
+        params = list(params)
+        fused = all(p.device.type in ("cpu", "cuda") for p in params)
+        return optimizer(params, fused=fused or None, **settings)
+
+    return {**plan, "optimizer": "Custom", "optimizer_creator": create}
+
+
+class FlowModelBase(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
+    """Shared base of the conditional flows (not used directly).
+
+    Reads raw counts (``setup_anndata`` checks them), models dequantised, standardised
+    log1p(CP10k) of a gene set chosen at construction (seurat_v3 HVGs by default) and generates
+    log1p(CP10k) values (or counts, with ``output="counts"``) that are never negative. Subclasses call
+    :meth:`_init_flow` from ``__init__``.
+    """
+
+    _requires_counts = True
+    _output_kind = "lognorm"
+
+    def _init_flow(
+        self,
+        adata: AnnData | None,
+        *,
+        preset: str,
+        n_top_genes: int | None,
+        genes: Sequence[str] | None,
+        output: OutputKind,
+        embedding_dim: int,
+        build_transforms: TransformBuilder,
+    ) -> None:
+        """Select genes, build the module and fit the representation (when ``adata`` is given).
+
+        Parameters
+        ----------
+        adata
+            Registered AnnData, or ``None`` when loading (buffers come from the state dict).
+        preset
+            Name of the training preset.
+        n_top_genes, genes
+            The gene set (see :func:`~scvi_gen.model.flows.select_genes`).
+        output
+            ``"lognorm"`` or ``"counts"``.
+        embedding_dim
+            Dimension of each categorical condition embedding.
+        build_transforms
+            Builds the flow layers from ``(n_genes, context_dim)``.
+        """
+        self._preset = get_preset(preset)
+        if output not in ("lognorm", "counts"):
+            raise ValueError(f"`output` must be 'lognorm' or 'counts', got {output!r}.")
+        # Instance attribute read by GenerativeMixin (rounding, library sizes, output layer).
+        self._output_kind = output
+        n_genes = n_modelled_genes(self.summary_stats.n_vars, n_top_genes, genes)
+        fields = self.condition_fields
+        n_continuous = sum(not f.is_categorical for f in fields)
+        self.module = ConditionalFlowModule(
+            n_genes,
+            build_transforms,
+            slots=categorical_slots(fields),
+            n_continuous=n_continuous,
+            embedding_dim=embedding_dim,
+        )
+        if adata is not None:
+            self._fit_representation(adata, n_top_genes, genes, n_continuous)
+        self._init_generative_state(adata)
+
+    def _fit_representation(
+        self,
+        adata: AnnData,
+        n_top_genes: int | None,
+        genes: Sequence[str] | None,
+        n_continuous: int,
+    ) -> None:
+        matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        var_names = pd.Index([str(v) for v in adata.var_names])
+        self.genes_ = select_genes(matrix, var_names, n_top_genes=n_top_genes, genes=genes)
+        if len(self.genes_) != self.module.n_genes:
+            raise RuntimeError(
+                f"Selected {len(self.genes_)} genes but expected {self.module.n_genes}."
+            )
+        self.module.representation.fit(matrix, var_names.get_indexer(self.genes_))
+        library = np.concatenate(
+            [np.asarray(block.sum(axis=1)).ravel() for block in iter_row_chunks(matrix)]
+        )
+        self.module.conditions.fit_library(library)
+        if n_continuous:
+            cont = self.adata_manager.get_from_registry(REGISTRY_KEYS.CONT_COVS_KEY)
+            self.module.conditions.fit_continuous(np.asarray(cont))
+        logger.info("Modelling %d genes.", len(self.genes_))
+
+    # ---------------------------------------------------------------- training
+    @property
+    def preset(self) -> FlowPreset:
+        """The training preset this model was built with."""
+        return self._preset
+
+    def train(
+        self,
+        max_epochs: int | None = None,
+        *,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        batch_size: int | None = None,
+        early_stopping: bool | None = None,
+        early_stopping_patience: int | None = None,
+        gradient_clip_val: float | None = None,
+        restore_best_weights: bool | None = None,
+        train_size: float | None = None,
+        plan_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Train by maximum likelihood through scvi-tools (Lightning), with the preset's defaults.
+
+        Every argument left as ``None`` takes the preset's value (``preset="default"``:
+        AdamW, lr 1e-3, weight decay 1e-4, gradient clipping at 5, LR halving on plateaus,
+        early stopping on the validation NLL with patience 6 and restoring the best epoch,
+        at most 300 epochs; ``preset="paper"``: Adam, lr 1e-6, 100 epochs, batch 128, no early
+        stopping).
+
+        Parameters
+        ----------
+        max_epochs
+            Maximum number of epochs.
+        lr
+            Learning rate.
+        weight_decay
+            Weight decay.
+        batch_size
+            Minibatch size.
+        early_stopping
+            Stop when ``validation_loss`` (the validation NLL) stops improving.
+        early_stopping_patience
+            Epochs without improvement before stopping.
+        gradient_clip_val
+            Clip the gradient norm (``0`` disables).
+        restore_best_weights
+            Reload the weights of the epoch with the lowest validation loss at the end
+            (default: on when early stopping is on).
+        train_size
+            Fraction of cells used for training (the rest validates).
+        plan_kwargs
+            Further :class:`~scvi.train.TrainingPlan` arguments (they override the preset).
+        **kwargs
+            Passed to :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` and the
+            Lightning trainer.
+
+        Examples
+        --------
+        >>> model.train()  # the preset's settings
+        >>> model.train(max_epochs=50, lr=5e-4)
+        """
+        defaults = self._preset.train
+        plan = {**self._preset.plan, **(plan_kwargs or {})}
+        if lr is not None:
+            plan["lr"] = lr
+        if weight_decay is not None:
+            plan["weight_decay"] = weight_decay
+        early_stopping = defaults["early_stopping"] if early_stopping is None else early_stopping
+        has_validation = train_size is None or train_size < 1.0
+        if not has_validation:
+            early_stopping = False
+            plan["reduce_lr_on_plateau"] = False
+        restore = early_stopping if restore_best_weights is None else restore_best_weights
+        callbacks = list(kwargs.pop("callbacks", []))
+        if restore and has_validation:
+            callbacks.append(RestoreBestWeights("validation_loss"))
+        if has_validation:
+            # The validation NLL is cheap; log it every epoch whatever the preset.
+            kwargs.setdefault("check_val_every_n_epoch", 1)
+        clip = (
+            defaults.get("gradient_clip_val") if gradient_clip_val is None else gradient_clip_val
+        )
+        if clip:
+            kwargs.setdefault("gradient_clip_val", clip)
+        if early_stopping:
+            kwargs.setdefault("early_stopping_monitor", "validation_loss")
+            kwargs.setdefault(
+                "early_stopping_patience",
+                early_stopping_patience or defaults.get("early_stopping_patience", 10),
+            )
+        if plan.get("optimizer", "Adam") in ("Adam", "AdamW"):
+            plan = _with_fused_optimizer(plan)
+        super().train(
+            max_epochs=max_epochs or defaults["max_epochs"],
+            batch_size=batch_size or defaults["batch_size"],
+            train_size=train_size,
+            early_stopping=early_stopping,
+            plan_kwargs=plan,
+            callbacks=callbacks,
+            **kwargs,
+        )
+        self.module.eval()
+
+    # -------------------------------------------------------------- generation
+    def _generated_var_names(self) -> pd.Index:
+        return pd.Index(self.genes_)
+
+    def _plan_library_sizes(
+        self,
+        plan: pd.DataFrame,
+        library_size: float | Sequence[float] | np.ndarray | None,
+        rng: np.random.Generator,
+    ) -> torch.Tensor:
+        # Log-normalised output needs library sizes too: they set each cell's count grid when
+        # generated values are mapped back (see LogNormRepresentation.decode).
+        if library_size is None:
+            sizes = self.library_size_model.sample(plan, rng)
+            return torch.as_tensor(np.array(sizes), dtype=torch.float32).unsqueeze(1)
+        return super()._plan_library_sizes(plan, library_size, rng)
+
+    def _generate_chunk(
+        self,
+        conditions: dict[str, torch.Tensor],
+        library: torch.Tensor | None,
+        guidance: Any,
+    ) -> torch.Tensor:
+        lognorm, counts = self.module.sample(conditions, library)
+        return counts if self._output_kind == "counts" else lognorm
+
+    # ------------------------------------------------------------ likelihood
+    @torch.inference_mode()
+    def log_prob(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """Exact log-likelihood of each cell under the flow, for outlier / novelty scoring.
+
+        The value is the log-density of the cell's log1p(CP10k) profile over the modelled genes
+        given its registered conditions (zeros evaluated at the centre of their dequantisation
+        interval). Cells unlike the training data of their label score low.
+
+        Parameters
+        ----------
+        adata
+            Data with the same genes as the training data (all of them: the library size is
+            the total over all genes), set up like it. ``None`` uses the training data.
+        indices
+            Cells to score (default: all).
+        batch_size
+            Cells per minibatch.
+
+        Returns
+        -------
+        ``(n_cells,)`` log-likelihoods (higher: more typical).
+
+        Examples
+        --------
+        >>> scores = model.log_prob(new_adata)
+        >>> outliers = new_adata.obs_names[scores < np.quantile(model.log_prob(), 0.01)]
+        """
+        self._check_if_trained(warn=True)
+        adata = self._validate_anndata(adata)
+        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+        self.module.eval()
+        return np.concatenate([self.module.log_prob(t).cpu().numpy() for t in loader])

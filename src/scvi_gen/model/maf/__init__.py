@@ -1,0 +1,3 @@
+from ._model import MAFFlow
+
+__all__ = ["MAFFlow"]

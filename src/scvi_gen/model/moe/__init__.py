@@ -1,0 +1,3 @@
+from ._model import MOEFlow
+
+__all__ = ["MOEFlow"]
