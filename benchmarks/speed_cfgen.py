@@ -21,25 +21,10 @@ import warnings
 import numpy as np
 import scvi
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from scvi_gen import datasets
+from scvi_gen.benchmark import EpochTimer
 from scvi_gen.model.cfgen import CFGen
-
-
-class EpochTimer(Callback):
-    """Record the wall time of every training epoch (validation included)."""
-
-    def __init__(self) -> None:
-        self.seconds: list[float] = []
-        self._start = 0.0
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        # Lightning runs the epoch's validation before this hook.
-        self.seconds.append(time.perf_counter() - self._start)
 
 
 def _solver(spec: str) -> dict[str, object]:

@@ -18,35 +18,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import resource
 import time
 import warnings
 
 import numpy as np
 import scvi
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from scvi_gen import datasets
+from scvi_gen.benchmark import EpochTimer, peak_rss_mib
 from scvi_gen.model.discrete_diffusion import DiscreteDiffusion
-
-
-class EpochTimer(Callback):
-    """Record the wall time of every training epoch (validation included)."""
-
-    def __init__(self) -> None:
-        self.seconds: list[float] = []
-        self._start = 0.0
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.seconds.append(time.perf_counter() - self._start)
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def main() -> None:
@@ -87,7 +68,7 @@ def main() -> None:
     print(f"setup (HVGs, bin edges, marginals): {time.perf_counter() - start:.1f} s")
     print(f"network parameters: {n_params:,}; reverse steps: {model.n_sampling_steps}")
     print(
-        f"peak RSS before training: {_peak_rss_mib():.0f} MiB; load average {os.getloadavg()[0]:.1f}"
+        f"peak RSS before training: {peak_rss_mib():.0f} MiB; load average {os.getloadavg()[0]:.1f}"
     )
 
     timer = EpochTimer()
@@ -106,7 +87,7 @@ def main() -> None:
         f"training: {per_epoch.mean():.1f} s/epoch wall, {cpu:.1f} s/epoch CPU (epochs: "
         f"{np.round(per_epoch, 1).tolist()}); {train.n_obs / per_epoch.mean():.0f} cells/s"
     )
-    print(f"peak RSS after training: {_peak_rss_mib():.0f} MiB")
+    print(f"peak RSS after training: {peak_rss_mib():.0f} MiB")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
 
@@ -118,7 +99,7 @@ def main() -> None:
         f"generate {syn.n_obs} cells x {syn.n_vars} genes: {seconds:.1f} s wall, {cpu:.1f} s "
         f"CPU ({per_step:.2f} s per reverse step per 1,000 cells; chunk {args.chunk})"
     )
-    print(f"peak RSS after generation: {_peak_rss_mib():.0f} MiB")
+    print(f"peak RSS after generation: {peak_rss_mib():.0f} MiB")
     if torch.cuda.is_available():
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
     zero_fraction = 1.0 - syn.X.nnz / (syn.n_obs * syn.n_vars)

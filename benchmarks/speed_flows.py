@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import resource
 import statistics
 import subprocess
 import sys
@@ -70,29 +69,11 @@ def _model_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-def _epoch_timer():
-    import lightning.pytorch as pl
-
-    class EpochTimer(pl.Callback):
-        def __init__(self) -> None:
-            self.seconds: list[float] = []
-
-        def on_train_epoch_start(self, trainer, pl_module) -> None:
-            self._start = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer, pl_module) -> None:
-            self.seconds.append(time.perf_counter() - self._start)
-
-    return EpochTimer()
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-
-
 def run_one(name: str, passes: int | None, args: argparse.Namespace) -> dict:
     """Train and generate with one model in this process; return the measurements."""
     import torch
+
+    from scvi_gen.benchmark import EpochTimer, peak_rss_mib
 
     _quiet()
     torch.manual_seed(0)
@@ -100,15 +81,15 @@ def run_one(name: str, passes: int | None, args: argparse.Namespace) -> dict:
     model_cls = _model_class(name)
     model_cls.setup_anndata(train, labels_key="cell_type")
     model = model_cls(train, preset=args.preset, passes=passes)
-    after_init = _peak_mb()
-    timer = _epoch_timer()
+    after_init = peak_rss_mib()
+    timer = EpochTimer()
     model.train(
         max_epochs=args.epochs,
         early_stopping=False,
         enable_progress_bar=False,
         callbacks=[timer],
     )
-    after_train = _peak_mb()
+    after_train = peak_rss_mib()
     out = {
         "model": name,
         "passes": passes,
@@ -122,7 +103,7 @@ def run_one(name: str, passes: int | None, args: argparse.Namespace) -> dict:
         start = time.perf_counter()
         model.generate(n, seed=0, batch_size=args.batch_size, progress_bar=False)
         out[f"generate_{n}_s"] = time.perf_counter() - start
-    out["peak_mb_generate"] = _peak_mb()
+    out["peak_mb_generate"] = peak_rss_mib()
     if args.full_ar_cells:
         full = model_cls(train, preset=args.preset, passes=None)
         full.module.eval()

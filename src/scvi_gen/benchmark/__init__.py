@@ -5,6 +5,7 @@ from ._protocol import BenchmarkConfig, Replicate, iter_replicates, load_dataset
 from ._report import mean_sd_table, write_report
 from ._runner import RESULT_COLUMNS, BenchmarkRun, collect_results, run_benchmark
 from ._tables import format_value, markdown_table
+from ._timing import EpochTimer, peak_rss_mib
 from ._train_test import (
     FLOOR,
     TrainTestConfig,
@@ -22,6 +23,7 @@ __all__ = [
     "TRAIN_SETS",
     "BenchmarkConfig",
     "BenchmarkRun",
+    "EpochTimer",
     "FeatureSet",
     "Replicate",
     "TrainTestConfig",
@@ -34,6 +36,7 @@ __all__ = [
     "load_dataset",
     "markdown_table",
     "mean_sd_table",
+    "peak_rss_mib",
     "ratio_to_floor",
     "replicate_keys",
     "run_benchmark",
