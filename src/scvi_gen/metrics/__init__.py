@@ -3,6 +3,8 @@
 All distribution metrics work on plain numpy arrays; :func:`evaluate` applies them in a
 :class:`CommonSpace` (seurat_v3 HVGs, log1p(CP10k), PCA fitted on real training counts) and
 reports a synthetic-vs-real comparison next to a real-vs-real floor.
+:func:`evaluate_multimodal` does the same per modality of a MuData (RNA, protein in CLR or
+log1p space, ATAC in TF-IDF + LSI space) and in their joint space.
 """
 
 from __future__ import annotations
@@ -36,29 +38,53 @@ from ._gene_stats import (
     library_size_distance,
 )
 from ._labels import de_logfc_recovery, knn_label_accuracy
+from ._multimodal import (
+    DEFAULT_MARKER_PAIRS,
+    MULTIMODAL_HIGHER_IS_BETTER,
+    ModalitySpace,
+    clr_transform,
+    compare_marker_correlations,
+    evaluate_multimodal,
+    infer_modality_kinds,
+    marker_correlations,
+    match_marker_pairs,
+    multimodal_table,
+    prediction_scores,
+)
 from ._prdc import precision_recall_density_coverage
 
 __all__ = [
     "AVAILABLE_METRICS",
     "DEFAULT_BANDWIDTH_FACTORS",
+    "DEFAULT_MARKER_PAIRS",
     "HIGHER_IS_BETTER",
+    "MULTIMODAL_HIGHER_IS_BETTER",
     "CommonSpace",
+    "ModalitySpace",
     "TransformedData",
     "classifier_two_sample_auc",
+    "clr_transform",
+    "compare_marker_correlations",
     "de_logfc_recovery",
     "energy_distance",
     "evaluate",
+    "evaluate_multimodal",
     "evaluate_table",
     "gene_correlation_error",
     "gene_mean_correlation",
     "gene_variance_correlation",
     "gene_zero_fraction_correlation",
+    "infer_modality_kinds",
     "is_count_matrix",
     "knn_label_accuracy",
     "library_size_distance",
+    "marker_correlations",
+    "match_marker_pairs",
     "mmd_bandwidths",
     "mmd_rbf",
+    "multimodal_table",
     "precision_recall_density_coverage",
+    "prediction_scores",
     "resolve_data_kind",
     "select_hvgs",
     "wasserstein",

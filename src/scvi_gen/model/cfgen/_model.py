@@ -31,6 +31,7 @@ from scvi_gen.model.cfgen._module import (
     ODEOptions,
     Stage,
 )
+from scvi_gen.model.cfgen._multimodal import AtacLikelihood, MultimodalMixin
 from scvi_gen.model.cfgen._sampling import sample_nb_csr, sample_nb_dense
 from scvi_gen.nn._mlp import Norm
 
@@ -49,7 +50,7 @@ _PATIENCE: dict[Stage, int] = {"autoencoder": 20, "flow": 50}
 _IMPUTE_ITERATIONS = 3
 
 
-class CFGen(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class CFGen(MultimodalMixin, GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """CFGen: an NB count autoencoder with conditional flow matching in its latent space.
 
     Stage 1 trains an autoencoder on raw counts (encoder on ``log1p`` counts, decoder giving
@@ -62,11 +63,18 @@ class CFGen(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
     ``v = v_null + sum_i w_i (v_i - v_null)`` from noise, decodes, takes library sizes from the
     per-condition library-size model and samples NB counts.
 
+    Multimodal data (RNA, protein and/or ATAC counts in a MuData) go through
+    :meth:`setup_mudata`: every modality gets its own encoder into the shared latent, its own
+    decoder, likelihood (NB for RNA and protein, Bernoulli or Poisson for ATAC) and size factor;
+    the flow and its guidance work in the shared latent exactly as for one modality.
+    :meth:`generate` and :meth:`transfer` then return a MuData, and :meth:`predict_modality`
+    predicts one modality from others.
+
     Parameters
     ----------
     adata
-        AnnData registered with :meth:`setup_anndata` (raw counts). ``None`` with ``registry``
-        when loading.
+        AnnData registered with :meth:`setup_anndata` or MuData registered with
+        :meth:`setup_mudata` (raw counts). ``None`` with ``registry`` when loading.
     registry
         Registry of a saved model (used by :meth:`load`).
     n_latent
@@ -106,6 +114,13 @@ class CFGen(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
         attributes a ``guidance`` dict leaves out): one number for all attributes or
         ``{obs_key: weight}``. 1.0 is the plain conditional field for one attribute; 1.5-2
         sharpens labels (recommended for label-conditional benchmarks).
+    atac_likelihood
+        MuData only: ``"bernoulli"`` (binarised peaks, binary output) or ``"poisson"`` (peak
+        counts) for the ATAC modality.
+    modality_dropout
+        MuData only: probability that a training cell of the autoencoder is encoded from one
+        random modality only, so that each encoder alone maps into the shared latent (used by
+        :meth:`predict_modality`).
 
     Examples
     --------
@@ -114,6 +129,13 @@ class CFGen(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
     >>> model.train(max_epochs_autoencoder=100, max_epochs_flow=300)
     >>> syn = model.generate(labels={"B": 500}, guidance={"cell_type": 2.0}, seed=0)
     >>> moved = model.transfer(adata[:100], to={"batch": "b2"}, seed=0)
+    >>> scvi_gen.CFGen.setup_mudata(
+    ...     mdata, modalities={"rna_layer": "rna", "protein_layer": "prot"}
+    ... )
+    >>> mm = scvi_gen.CFGen(mdata)
+    >>> mm.train()
+    >>> syn = mm.generate(200, seed=0)  # MuData with "rna" and "prot"
+    >>> proteins = mm.predict_modality(mdata, from_="rna", to="prot")
     """
 
     _module_cls = CFGenModule
@@ -137,30 +159,37 @@ class CFGen(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
         ode_method: ODEMethod = "midpoint",
         ode_steps: int = 10,
         default_guidance: float | Mapping[str, float] = 1.0,
+        atac_likelihood: AtacLikelihood = "bernoulli",
+        modality_dropout: float = 0.3,
     ):
         super().__init__(adata, registry=registry)
         attributes = self.attribute_fields
         if condition_dropout is None:
             condition_dropout = 0.2 if len(attributes) <= 1 else 0.5
-        self.module = self._module_cls(
-            n_input=self.summary_stats.n_vars,
-            n_categories=[len(f.categories) for f in attributes],
-            attribute_slots=[AttributeSlot(f.registry_key, f.column) for f in attributes],
-            n_continuous_cov=self.summary_stats.get("n_extra_continuous_covs", 0),
-            n_latent=n_latent,
-            encoder_hidden=tuple(encoder_hidden),
-            decoder_hidden=tuple(decoder_hidden),
-            dropout_rate=dropout_rate,
-            norm=norm,
-            dispersion=dispersion,
-            dispersion_attribute=self._dispersion_attribute(dispersion),
-            flow_hidden=flow_hidden,
-            flow_blocks=flow_blocks,
-            flow_context=flow_context,
-            condition_dropout=condition_dropout,
-            condition_on_library=condition_on_library,
-            sigma_min=sigma_min,
-        )
+        module_kwargs = {
+            "n_categories": [len(f.categories) for f in attributes],
+            "attribute_slots": [AttributeSlot(f.registry_key, f.column) for f in attributes],
+            "n_continuous_cov": self.summary_stats.get("n_extra_continuous_covs", 0),
+            "n_latent": n_latent,
+            "encoder_hidden": tuple(encoder_hidden),
+            "decoder_hidden": tuple(decoder_hidden),
+            "dropout_rate": dropout_rate,
+            "norm": norm,
+            "dispersion": dispersion,
+            "dispersion_attribute": self._dispersion_attribute(dispersion),
+            "flow_hidden": flow_hidden,
+            "flow_blocks": flow_blocks,
+            "flow_context": flow_context,
+            "condition_dropout": condition_dropout,
+            "condition_on_library": condition_on_library,
+            "sigma_min": sigma_min,
+        }
+        if self.is_multimodal:
+            self.module = self._build_multimodal_module(
+                atac_likelihood, modality_dropout, **module_kwargs
+            )
+        else:
+            self.module = self._module_cls(n_input=self.summary_stats.n_vars, **module_kwargs)
         self.set_ode_solver(ode_method, ode_steps)
         self._default_guidance = default_guidance
         self._guidance_weights(None)  # validates default_guidance
@@ -172,6 +201,8 @@ class CFGen(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
             f"CFGen: n_latent {n_latent}, dispersion {dispersion}, conditions "
             f"{[f.obs_key for f in attributes]}, solver {ode_method}"
         )
+        if self.is_multimodal:
+            self._model_summary_string += f", modalities {self.modality_names}"
         self._init_generative_state(adata)
         self.init_params_ = self._get_init_params(locals())
 
@@ -247,14 +278,22 @@ class CFGen(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
     # ---------------------------------------------------------- statistics
     def _fit_data_statistics(self) -> None:
         """Store log-library and continuous-covariate statistics of the data in buffers."""
-        matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        library = np.concatenate(
-            [np.asarray(block.sum(axis=1)).ravel() for block in iter_row_chunks(matrix)]
-        )
-        log_library = np.log(np.maximum(library, 1.0))
         module = self.module
-        module.log_library_mean.fill_(float(log_library.mean()))
-        module.log_library_std.fill_(max(float(log_library.std()), 1e-3))
+        if self.is_multimodal:
+            # One log library per modality (and the joint library-size model).
+            log_library = self._fit_multimodal_statistics()
+            module.log_library_mean.copy_(torch.as_tensor(log_library.mean(axis=0)))
+            module.log_library_std.copy_(
+                torch.as_tensor(np.maximum(log_library.std(axis=0), 1e-3))
+            )
+        else:
+            matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+            library = np.concatenate(
+                [np.asarray(block.sum(axis=1)).ravel() for block in iter_row_chunks(matrix)]
+            )
+            log_library = np.log(np.maximum(library, 1.0))
+            module.log_library_mean.fill_(float(log_library.mean()))
+            module.log_library_std.fill_(max(float(log_library.std()), 1e-3))
         if module.n_continuous_cov:
             cont = np.asarray(
                 self.adata_manager.get_from_registry(REGISTRY_KEYS.CONT_COVS_KEY), dtype=float
@@ -442,13 +481,15 @@ class CFGen(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
         if "optimizer" in kwargs or "optimizer_creator" in kwargs:
             return kwargs
         lr, eps, weight_decay = kwargs["lr"], kwargs["eps"], kwargs["weight_decay"]
-        dispersion = self.module.log_theta
+        dispersions = self.module.dispersion_parameters
 
         def create(params: Any) -> torch.optim.Optimizer:
             params = list(params)
-            groups = [{"params": [p for p in params if p is not dispersion]}]
-            if stage == "autoencoder" and any(p is dispersion for p in params):
-                groups.append({"params": [dispersion], "lr": lr * factor, "weight_decay": 0.0})
+            is_dispersion = [any(p is d for d in dispersions) for p in params]
+            groups = [{"params": [p for p, d in zip(params, is_dispersion) if not d]}]
+            if stage == "autoencoder" and any(is_dispersion):
+                fast = [p for p, d in zip(params, is_dispersion) if d]
+                groups.append({"params": fast, "lr": lr * factor, "weight_decay": 0.0})
             return torch.optim.AdamW(groups, lr=lr, eps=eps, weight_decay=weight_decay)
 
         return {**kwargs, "optimizer": "Custom", "optimizer_creator": create}
@@ -464,8 +505,16 @@ class CFGen(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
         codes = module.attribute_codes(conditions)
         continuous = module.continuous_inputs(conditions, library)
         z = module.sample_latent(codes, continuous, self._guidance_weights(guidance), self._ode())
-        mu, theta = module.decode(module.unstandardize(z), library, codes)
-        return sample_nb_csr(mu, theta)
+        return self._decode_block(module.unstandardize(z), library, codes, return_mean=False)
+
+    def _decode_block(
+        self, z: torch.Tensor, library: torch.Tensor, codes: torch.Tensor, return_mean: bool
+    ) -> sp.csr_matrix:
+        """Decode latents and sample counts (or take NB means); modalities hstacked."""
+        if self.is_multimodal:
+            return self._sample_modalities(z, library, codes, return_mean)
+        mu, theta = self.module.decode(z, library, codes)
+        return sp.csr_matrix(mu.cpu().numpy()) if return_mean else sample_nb_csr(mu, theta)
 
     def _to_output_block(self, values: Any) -> sp.csr_matrix:
         # Counts come out of the NB sampler already sparse and integer.
@@ -520,7 +569,7 @@ class CFGen(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
         self.module.eval()
         out = []
         for tensors in self._batches(adata, indices, batch_size):
-            z = self.module.encode(tensors[REGISTRY_KEYS.X_KEY])
+            z = self.module.encode_tensors(tensors)
             out.append((self.module.standardize(z) if standardized else z).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.module.n_latent), np.float32)
 
@@ -560,6 +609,12 @@ class CFGen(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
         if indices.dtype == bool:
             indices = np.flatnonzero(indices)
         return adata, indices
+
+    def _reject_multimodal(self, name: str, alternative: str) -> None:
+        if self.is_multimodal:
+            raise NotImplementedError(
+                f"{name} is not available for a multimodal CFGen; use model.{alternative}."
+            )
 
     def _check_trained(self) -> None:
         if not (self.autoencoder_trained_ and self.flow_trained_):
@@ -605,7 +660,8 @@ class CFGen(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
         -------
         A new AnnData with the input's ``obs`` (the transferred columns set to the target,
         the original values in ``<key>_source``), counts in sparse ``.X``, and provenance in
-        ``uns["scvi_gen"]``.
+        ``uns["scvi_gen"]``. For a multimodal model, a MuData with one such AnnData per
+        modality (the cells' latent is encoded from all modalities).
 
         Examples
         --------
@@ -622,30 +678,30 @@ class CFGen(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
         blocks, start = [], 0
         with _seeded_torch(seed, module.latent_mean.device):
             for tensors in self._batches(adata, indices, batch_size):
-                x = tensors[REGISTRY_KEYS.X_KEY]
-                n = x.shape[0]
-                library = x.sum(dim=1, keepdim=True)
+                library = module.library_of_tensors(tensors)
+                n = library.shape[0]
                 codes = module.attribute_codes(tensors)
                 target = codes.clone()
                 for i, values in targets.items():
-                    target[:, i] = torch.as_tensor(values[start : start + n], device=x.device)
+                    target[:, i] = torch.as_tensor(
+                        values[start : start + n], device=library.device
+                    )
                 continuous = module.continuous_inputs(tensors, library)
                 z = module.transport(
-                    module.standardize(module.encode(x)),
+                    module.standardize(module.encode_tensors(tensors)),
                     (codes, continuous),
                     (target, continuous),
                     weights,
                     self._ode(),
                 )
-                mu, theta = module.decode(module.unstandardize(z), library, target)
                 blocks.append(
-                    sp.csr_matrix(mu.cpu().numpy()) if return_mean else sample_nb_csr(mu, theta)
+                    self._decode_block(module.unstandardize(z), library, target, return_mean)
                 )
                 start += n
-        X = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, adata.n_vars))
+        n_features = len(self._generated_var_names())
+        X = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, n_features))
         obs = self._transferred_obs(adata, indices, to)
-        out = AnnData(X=X.astype(np.float32), obs=obs, var=pd.DataFrame(index=adata.var_names))
-        out.uns[UNS_KEY] = {
+        uns = {
             "model": type(self).__name__,
             "operation": "transfer",
             "output": "nb_mean" if return_mean else "counts",
@@ -654,6 +710,10 @@ class CFGen(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 to_jsonable({"to": to, "guidance": guidance}), default=str
             ),
         }
+        if self.is_multimodal:
+            return self._modalities_to_mudata(X.astype(np.float32), obs, uns)
+        out = AnnData(X=X.astype(np.float32), obs=obs, var=pd.DataFrame(index=adata.var_names))
+        out.uns[UNS_KEY] = uns
         return out
 
     def _transferred_obs(
@@ -727,6 +787,7 @@ class CFGen(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
         import sparse
 
         self._check_trained()
+        self._reject_multimodal("posterior_predictive_sample", "transfer(mdata)")
         self.module.eval()
         batches = self._transform_batch_codes(transform_batch)
         if dataloader is None:
@@ -843,6 +904,7 @@ class CFGen(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
         """
         if not self.autoencoder_trained_:
             raise RuntimeError("Train the model first: model.train().")
+        self._reject_multimodal("impute", "predict_modality(...)")
         adata = self._validate_anndata(adata)
         if mask is None:
             raise ValueError("Pass `mask`, a boolean (n_cells, n_genes) array of missing entries.")

@@ -100,6 +100,9 @@ class CFGenModule(BaseModuleClass):
         Give the flow the (standardised) log library size of each cell.
     sigma_min
         Width of the conditional-OT path at ``t = 1``.
+    n_library
+        Number of library sizes per cell (one per modality for multimodal data); the flow gets
+        each of them when ``condition_on_library``.
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class CFGenModule(BaseModuleClass):
         condition_dropout: float = 0.2,
         condition_on_library: bool = True,
         sigma_min: float = 1e-4,
+        n_library: int = 1,
     ):
         super().__init__()
         self.n_input = n_input
@@ -139,7 +143,7 @@ class CFGenModule(BaseModuleClass):
         n_dispersion = 1 if dispersion == "gene" else n_categories[dispersion_attribute]
         self.log_theta = torch.nn.Parameter(torch.zeros(n_dispersion, n_input))
 
-        n_continuous = n_continuous_cov + int(condition_on_library)
+        n_continuous = n_continuous_cov + n_library * int(condition_on_library)
         self.time_embedding = TimeEmbedding(flow_context)
         self.condition_embedding = ConditionEmbedding(n_categories, flow_context, n_continuous)
         self.velocity_net = ResNetMLP(
@@ -148,8 +152,8 @@ class CFGenModule(BaseModuleClass):
         # Statistics of the training data, restored from the state dict on load.
         self.register_buffer("latent_mean", torch.zeros(n_latent))
         self.register_buffer("latent_std", torch.ones(n_latent))
-        self.register_buffer("log_library_mean", torch.zeros(1))
-        self.register_buffer("log_library_std", torch.ones(1))
+        self.register_buffer("log_library_mean", torch.zeros(n_library))
+        self.register_buffer("log_library_std", torch.ones(n_library))
         self.register_buffer("continuous_mean", torch.zeros(n_continuous_cov))
         self.register_buffer("continuous_std", torch.ones(n_continuous_cov))
 
@@ -163,6 +167,11 @@ class CFGenModule(BaseModuleClass):
     def flow_modules(self) -> list[torch.nn.Module]:
         """Time embedding, condition embedding and velocity network."""
         return [self.time_embedding, self.condition_embedding, self.velocity_net]
+
+    @property
+    def dispersion_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters trained with the faster dispersion learning rate."""
+        return [self.log_theta]
 
     def set_stage(self, stage: Stage) -> None:
         """Select the trained stage: only its parameters require gradients.
@@ -221,6 +230,14 @@ class CFGenModule(BaseModuleClass):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latent ``(n, n_latent)`` of raw counts ``x`` (unstandardised)."""
         return self.encoder(torch.log1p(x))
+
+    def encode_tensors(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Latent ``(n, n_latent)`` of the cells in data-loader ``tensors`` (unstandardised)."""
+        return self.encode(tensors[REGISTRY_KEYS.X_KEY])
+
+    def library_of_tensors(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Library sizes ``(n, n_library)`` of the cells in data-loader ``tensors``."""
+        return tensors[REGISTRY_KEYS.X_KEY].sum(dim=1, keepdim=True)
 
     def standardize(self, z: torch.Tensor) -> torch.Tensor:
         """Map encoder latents to the flow's standardised space."""

@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from scvi_gen.metrics import (
+    ModalitySpace,
+    clr_transform,
+    compare_marker_correlations,
+    evaluate_multimodal,
+    infer_modality_kinds,
+    marker_correlations,
+    match_marker_pairs,
+    multimodal_table,
+    prediction_scores,
+)
+
+
+def _cite(n: int, seed: int, couple: bool = True) -> md.MuData:
+    """RNA (CD3E + 19 genes) and protein (CD3 + 5) driven by a shared cell state."""
+    rng = np.random.default_rng(seed)
+    state = rng.integers(0, 2, n)
+    rna_state = state if couple else rng.permutation(state)
+    # Only the markers (and a few genes/proteins) follow the state: CP10k and CLR keep it.
+    gene_effect = np.ones(20)
+    gene_effect[:6] = [8.0, 4.0, 4.0, 0.25, 0.25, 4.0]
+    prot_effect = np.array([8.0, 4.0, 0.25, 1.0, 1.0, 1.0])
+    gene_means = 2.0 * np.where(rna_state[:, None] == 1, gene_effect, 1.0)
+    prot_means = 10.0 * np.where(state[:, None] == 1, prot_effect, 1.0)
+    rna = ad.AnnData(sp.csr_matrix(rng.poisson(gene_means).astype(np.float32)))
+    rna.var_names = ["hg19_CD3E", *[f"hg19_G{j}" for j in range(19)]]
+    prot = ad.AnnData(sp.csr_matrix(rng.poisson(prot_means).astype(np.float32)))
+    prot.var_names = ["CD3", "CD4", "CD8", "CD14", "IL7Ralpha (CD127)", "IgG1"]
+    for mod in (rna, prot):
+        mod.obs_names = [f"c{seed}_{i}" for i in range(n)]
+    with md.set_options(pull_on_update=False):
+        return md.MuData({"rna": rna, "prot": prot})
+
+
+def test_clr_matches_the_seurat_formula():
+    x = np.array([[1.0, 10.0, 0.0], [3.0, 3.0, 3.0]])
+    expected = np.log1p(x / np.exp(np.log1p(x).mean(axis=1, keepdims=True)))
+    np.testing.assert_allclose(clr_transform(sp.csr_matrix(x)), expected, rtol=1e-6)
+
+
+def test_atac_space_drops_the_depth_component():
+    rng = np.random.default_rng(0)
+    peaks = ad.AnnData(sp.csr_matrix(rng.poisson(0.3, (80, 50)).astype(np.float32)))
+    space = ModalitySpace("atac", n_components=5).fit(peaks)
+    data = space.transform(peaks)
+    assert data.pcs.shape == (80, 5)
+    np.testing.assert_array_equal(data.library_size, (peaks.X > 0).sum(axis=1).A1)
+    assert set(np.unique(data.expression)) <= {0.0, 1.0}
+
+
+def test_space_must_be_fitted_and_features_present():
+    prot = _cite(30, 0).mod["prot"]
+    with pytest.raises(RuntimeError, match="not fitted"):
+        ModalitySpace("protein").transform(prot)
+    space = ModalitySpace("protein").fit(prot)
+    with pytest.raises(ValueError, match="missing"):
+        space.transform(prot[:, :3])
+    with pytest.raises(ValueError, match="Unknown modality kind"):
+        ModalitySpace("hto")
+
+
+def test_same_distribution_scores_near_the_floor():
+    train, test, synthetic = _cite(200, 0), _cite(200, 1), _cite(200, 2)
+    df = evaluate_multimodal(train, test, synthetic, n_hvg=20, n_components=5)
+    assert set(df["modality"]) == {"rna", "prot", "joint"}
+    assert set(df["comparison"]) == {"synthetic", "floor"}
+    table = multimodal_table(df)
+    auc = table.set_index(["modality", "metric"]).loc[("joint", "c2st_auc")]
+    assert auc["synthetic"] < 0.65
+    assert df.attrs["n_cells"]["floor"] == 100
+
+
+def test_joint_score_catches_modalities_generated_independently():
+    train, test = _cite(200, 0), _cite(200, 1)
+    coupled, shuffled = _cite(200, 2), _cite(200, 2, couple=False)
+
+    def joint(metric, synthetic):
+        df = evaluate_multimodal(train, test, synthetic, n_hvg=20, n_components=5)
+        rows = df[
+            (df.modality == "joint") & (df.metric == metric) & (df.comparison == "synthetic")
+        ]
+        return float(rows["value"].iloc[0])
+
+    assert joint("cross_cov_error", shuffled) > 3 * joint("cross_cov_error", coupled)
+    assert joint("energy_distance", shuffled) > joint("energy_distance", coupled)
+
+
+def test_missing_modality_is_named():
+    train = _cite(30, 0)
+    with pytest.raises(KeyError, match="'atac' is not in train"):
+        evaluate_multimodal(train, train, train, {"rna": "rna", "atac": "atac"})
+
+
+def test_modality_kinds_from_names():
+    assert infer_modality_kinds(["rna", "ADT", "atac"]) == {
+        "rna": "rna",
+        "ADT": "protein",
+        "atac": "atac",
+    }
+    with pytest.raises(ValueError, match="modalities="):
+        infer_modality_kinds(["hto"])
+
+
+def test_marker_pairs_ignore_prefixes_suffixes_and_parentheses():
+    genes = ["hg19_CD3E", "CD8A", "IL7R", "hg19_CD19"]
+    proteins = ["CD3_TotalSeqB", "CD8a_TotalSeqB", "IL7Ralpha (CD127)", "B220 (CD45R)"]
+    assert match_marker_pairs(genes, proteins) == [
+        ("hg19_CD3E", "CD3_TotalSeqB"),
+        ("CD8A", "CD8a_TotalSeqB"),
+        ("IL7R", "IL7Ralpha (CD127)"),
+    ]
+
+
+def test_marker_correlation_sign_follows_the_data():
+    cite = _cite(300, 0)
+    out = marker_correlations(cite.mod["rna"], cite.mod["prot"])
+    assert list(out["gene"]) == ["hg19_CD3E"]
+    assert out["correlation"].iloc[0] > 0.5
+    anti = cite.mod["prot"].copy()
+    anti.X = sp.csr_matrix(anti.X.max() - anti.X.toarray())
+    assert marker_correlations(cite.mod["rna"], anti)["correlation"].iloc[0] < 0
+
+
+def test_compare_marker_correlations_flags_sign_and_nan():
+    real, fake = _cite(200, 0), _cite(200, 1, couple=False)
+    fake.mod["rna"].X = sp.csr_matrix(fake.mod["rna"].shape, dtype=np.float32)
+    out = compare_marker_correlations(
+        real.mod["rna"], real.mod["prot"], fake.mod["rna"], fake.mod["prot"]
+    )
+    assert np.isnan(out["synthetic"].iloc[0]) and out["same_sign"].iloc[0] is None
+    same = compare_marker_correlations(
+        real.mod["rna"], real.mod["prot"], real.mod["rna"], real.mod["prot"]
+    )
+    assert bool(same["same_sign"].iloc[0])
+    assert bool(same["real_significant"].iloc[0])
+
+
+def test_prediction_scores_against_a_mean_baseline():
+    prot = _cite(100, 0).mod["prot"]
+    mean = np.asarray(prot.X.mean(axis=0)).ravel()
+    scores = prediction_scores(prot, prot.X.toarray(), baseline=mean)
+    np.testing.assert_allclose(scores["pearson"], 1.0)
+    np.testing.assert_allclose(scores["mse"], 0.0, atol=1e-12)
+    assert scores["baseline_pearson"].isna().all()
+    assert (scores["baseline_mse"] > 0).all()
+    with pytest.raises(ValueError, match="shape"):
+        prediction_scores(prot, prot.X.toarray()[:, :3])
+
+
+def test_multimodal_table_ratios():
+    df = pd.DataFrame(
+        {
+            "modality": ["prot", "prot"],
+            "comparison": ["synthetic", "floor"],
+            "metric": ["mmd_rbf", "mmd_rbf"],
+            "scope": ["global", "global"],
+            "value": [0.2, 0.1],
+        }
+    )
+    table = multimodal_table(df)
+    assert float(table["ratio_to_floor"].iloc[0]) == pytest.approx(2.0)
+    assert not bool(table["higher_is_better"].iloc[0])
