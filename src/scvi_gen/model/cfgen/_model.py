@@ -157,7 +157,7 @@ class CFGen(MultimodalMixin, GenerativeMixin, UnsupervisedTrainingMixin, BaseMod
         condition_on_library: bool = True,
         sigma_min: float = 1e-4,
         ode_method: ODEMethod = "midpoint",
-        ode_steps: int = 10,
+        ode_steps: int = 20,
         default_guidance: float | Mapping[str, float] = 1.0,
         atac_likelihood: AtacLikelihood = "bernoulli",
         modality_dropout: float = 0.3,
@@ -241,7 +241,7 @@ class CFGen(MultimodalMixin, GenerativeMixin, UnsupervisedTrainingMixin, BaseMod
     def set_ode_solver(
         self,
         method: ODEMethod = "midpoint",
-        n_steps: int = 10,
+        n_steps: int = 20,
         rtol: float = 1e-5,
         atol: float = 1e-5,
     ) -> None:

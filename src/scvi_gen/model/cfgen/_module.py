@@ -52,7 +52,7 @@ class ODEOptions:
     """Solver settings of the flow (see :func:`scvi_gen.base._ode.solve_ode`)."""
 
     method: ODEMethod = "midpoint"
-    n_steps: int = 10
+    n_steps: int = 20
     rtol: float = 1e-5
     atol: float = 1e-5
 
