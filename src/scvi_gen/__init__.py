@@ -10,6 +10,7 @@ from ._demo import run_demo
 from .baselines import CTGANGenerator, GaussianCopulaGenerator, SCVIGenerator, TVAEGenerator
 from .model.cfgen import CFGen
 from .model.discrete_diffusion import DiscreteDiffusion
+from .model.latent_diffusion import LatentDiffusion
 from .model.maf import MAFFlow
 from .model.moe import MOEFlow
 
@@ -25,6 +26,7 @@ __all__ = [
     "CTGANGenerator",
     "DiscreteDiffusion",
     "GaussianCopulaGenerator",
+    "LatentDiffusion",
     "MAFFlow",
     "MOEFlow",
     "SCVIGenerator",

@@ -62,6 +62,13 @@ GENERATORS: dict[str, GeneratorSpec] = {
         GeneratorSpec("maf_paper", "scvi_gen.model.maf.MAFFlow", init_kwargs={"preset": "paper"}),
         GeneratorSpec("moe", "scvi_gen.model.moe.MOEFlow"),
         GeneratorSpec("moe_paper", "scvi_gen.model.moe.MOEFlow", init_kwargs={"preset": "paper"}),
+        # Guidance 2.5: the set autoencoder blurs labels, guidance restores them (helper sweep).
+        GeneratorSpec(
+            "latent_diffusion",
+            "scvi_gen.model.latent_diffusion.LatentDiffusion",
+            init_kwargs={"default_guidance": 2.5},
+            train_kwargs={"max_epochs_autoencoder": 20, "max_epochs_flow": 150},
+        ),
         GeneratorSpec(
             "discrete_diffusion",
             "scvi_gen.model.discrete_diffusion.DiscreteDiffusion",

@@ -1,0 +1,333 @@
+"""LatentDiffusion's module: a set-attention NB autoencoder and a DiT flow-matching prior."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterable, Sequence
+
+import torch
+from scvi.module.base import BaseModuleClass, auto_move_data
+
+from scvi_gen.model.cfgen._module import AttributeSlot, CFGenModule, Dispersion
+from scvi_gen.model.latent_diffusion._prior import LatentDiT
+from scvi_gen.nn._embeddings import ConditionEmbedding
+from scvi_gen.nn._set_attention import GeneQueryDecoder, SetPoolingEncoder
+
+logger = logging.getLogger(__name__)
+
+#: Counts are scaled to this total before ``log1p`` in the encoder (library-free input).
+_ENCODER_SCALE = 1e4
+#: Seed of the random weights that fingerprint count vectors for the latent cache.
+_FINGERPRINT_SEED = 12345
+#: Random weights of the fingerprint lie below this (sums of counts x weights stay in int64).
+_FINGERPRINT_MAX_WEIGHT = 2**24
+
+
+class LatentDiffusionModule(CFGenModule):
+    """Permutation-invariant count autoencoder plus a DiT velocity field over its latent tokens.
+
+    The two-stage machinery (stages, frozen autoencoder kept in eval mode, NB loss, flow-matching
+    loss with the linear interpolant and condition dropout, compositional guidance, ODE
+    sampling, counterfactual transport) is CFGen's (:class:`~scvi_gen.model.cfgen.CFGenModule`);
+    this module replaces the networks:
+
+    - encoder: :class:`~scvi_gen.nn._set_attention.SetPoolingEncoder` on the expressed genes of
+      each cell (normalised to 10,000 counts, ``log1p``), giving ``n_tokens`` latent tokens of
+      width ``latent_dim`` (flattened to ``n_tokens * latent_dim`` outside the module);
+    - decoder: :class:`~scvi_gen.nn._set_attention.GeneQueryDecoder` from every gene's identity
+      to the latent tokens, NB means ``softmax(logits) * library``, per-gene dispersion;
+    - prior: :class:`~scvi_gen.model.latent_diffusion._prior.LatentDiT`; an exponential moving
+      average of its weights (``ema_prior``) is used whenever the module is in eval mode
+      (validation loss, sampling) once it has been updated.
+
+    Parameters
+    ----------
+    n_input
+        Number of training genes.
+    n_categories
+        Categories of every categorical attribute the prior conditions on.
+    attribute_slots
+        Where each attribute sits in the data-loader tensors.
+    n_continuous_cov
+        Number of continuous covariates.
+    n_tokens
+        Number of latent tokens.
+    latent_dim
+        Width of each latent token.
+    token_dim
+        Width of the gene tokens in the encoder.
+    pool_dim
+        Width of keys and values of the encoder's pooling attention.
+    token_dropout
+        Fraction of a cell's expressed genes hidden from the encoder in each training step
+        (set augmentation against memorising cells).
+    n_heads
+        Attention heads of the encoder.
+    encoder_layers
+        Self-attention blocks over the latent tokens in the encoder.
+    decoder_dim, decoder_heads
+        Width and attention heads of the decoder (its cost grows with
+        ``cells x genes x n_tokens x decoder_heads``).
+    decoder_layers
+        Self-attention blocks over the latent tokens in the decoder.
+    dispersion
+        ``"gene"``, ``"gene-label"`` or ``"gene-batch"``.
+    dispersion_attribute
+        Index of the attribute of the dispersion (``gene-label/batch``).
+    prior_dim, prior_blocks, prior_heads
+        Width, blocks and heads of the DiT.
+    mlp_ratio
+        MLP width ratio of all transformer blocks.
+    condition_dropout
+        Probability of dropping each attribute while training the prior.
+    condition_on_library
+        Give the prior the standardised log library size.
+    sigma_min
+        Width of the interpolant at the data end.
+    ema_decay
+        Decay of the moving average of the prior's weights.
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        n_categories: Sequence[int],
+        attribute_slots: Sequence[AttributeSlot],
+        n_continuous_cov: int = 0,
+        n_tokens: int = 8,
+        latent_dim: int = 8,
+        token_dim: int = 64,
+        pool_dim: int = 32,
+        token_dropout: float = 0.0,
+        n_heads: int = 4,
+        encoder_layers: int = 1,
+        decoder_dim: int = 64,
+        decoder_heads: int = 2,
+        decoder_layers: int = 1,
+        dispersion: Dispersion = "gene",
+        dispersion_attribute: int | None = None,
+        prior_dim: int = 64,
+        prior_blocks: int = 2,
+        prior_heads: int = 4,
+        mlp_ratio: float = 2.0,
+        condition_dropout: float = 0.2,
+        condition_on_library: bool = True,
+        sigma_min: float = 1e-4,
+        ema_decay: float = 0.995,
+    ):
+        # CFGenModule.__init__ would build CFGen's MLP networks: set up the shared state here.
+        BaseModuleClass.__init__(self)
+        self.n_input = n_input
+        self.n_tokens = n_tokens
+        self.latent_dim = latent_dim
+        self.n_latent = n_tokens * latent_dim
+        self.attribute_slots = list(attribute_slots)
+        self.n_continuous_cov = n_continuous_cov
+        self.dispersion = dispersion
+        self.dispersion_attribute = dispersion_attribute
+        self.condition_dropout = condition_dropout
+        self.condition_on_library = condition_on_library
+        self.sigma_min = sigma_min
+        self.ema_decay = ema_decay
+        self.stage = "autoencoder"
+
+        self.encoder = SetPoolingEncoder(
+            n_input,
+            n_tokens,
+            latent_dim,
+            token_dim,
+            n_heads,
+            encoder_layers,
+            mlp_ratio,
+            pool_dim=pool_dim,
+            token_dropout=token_dropout,
+        )
+        self.decoder = GeneQueryDecoder(
+            n_input, n_tokens, latent_dim, decoder_dim, decoder_heads, decoder_layers, mlp_ratio
+        )
+        n_dispersion = 1 if dispersion == "gene" else n_categories[dispersion_attribute]
+        self.log_theta = torch.nn.Parameter(torch.zeros(n_dispersion, n_input))
+        self.prior = LatentDiT(
+            n_tokens,
+            latent_dim,
+            n_categories,
+            n_continuous_cov + int(condition_on_library),
+            dim=prior_dim,
+            n_blocks=prior_blocks,
+            n_heads=prior_heads,
+            mlp_ratio=mlp_ratio,
+        )
+        self.ema_prior = copy.deepcopy(self.prior).requires_grad_(False)
+        self.register_buffer("ema_updates", torch.tensor(0, dtype=torch.long))
+        self.register_buffer("latent_mean", torch.zeros(self.n_latent))
+        self.register_buffer("latent_std", torch.ones(self.n_latent))
+        self.register_buffer("log_library_mean", torch.zeros(1))
+        self.register_buffer("log_library_std", torch.ones(1))
+        self.register_buffer("continuous_mean", torch.zeros(n_continuous_cov))
+        self.register_buffer("continuous_std", torch.ones(n_continuous_cov))
+        self._latent_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ stages
+    @property
+    def flow_modules(self) -> list[torch.nn.Module]:
+        """The DiT (its moving average is never trained directly)."""
+        return [self.prior]
+
+    def train(self, mode: bool = True) -> LatentDiffusionModule:
+        """Set train/eval mode; frozen autoencoder and EMA copy stay in eval mode."""
+        super().train(mode)
+        self.ema_prior.eval()
+        return self
+
+    # -------------------------------------------------------------- the EMA
+    def reset_ema(self) -> None:
+        """Restart the moving average from the current prior weights."""
+        self.ema_prior.load_state_dict(self.prior.state_dict())
+        self.ema_updates.zero_()
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """One moving-average step of the prior's weights (called after every optimiser step).
+
+        The decay ramps up as ``(1 + n) / (10 + n)`` so early averages follow the weights.
+        """
+        if self.stage != "flow":
+            return
+        self.ema_updates += 1
+        n = float(self.ema_updates)
+        decay = min(self.ema_decay, (1.0 + n) / (10.0 + n))
+        for ema, live in zip(self.ema_prior.parameters(), self.prior.parameters()):
+            ema.lerp_(live.detach(), 1.0 - decay)
+
+    def prior_network(self) -> LatentDiT:
+        """The EMA prior in eval mode once it has been updated, the trained prior otherwise."""
+        if not self.training and int(self.ema_updates) > 0:
+            return self.ema_prior
+        return self.prior
+
+    @property
+    def condition_embedding(self) -> ConditionEmbedding:
+        """Condition embedding of the prior (its ``null_index`` drives guidance)."""
+        return self.prior.condition_embedding
+
+    # --------------------------------------------------------- latent cache
+    def fingerprint(self, x: torch.Tensor) -> torch.Tensor:
+        """An integer key per cell: its counts weighted by fixed random integers and summed.
+
+        Integer arithmetic is exact, so the key of a cell does not depend on the minibatch it
+        comes in (a float product could differ in the last bits between batch shapes).
+        """
+        generator = torch.Generator().manual_seed(_FINGERPRINT_SEED)
+        weights = torch.randint(1, _FINGERPRINT_MAX_WEIGHT, (x.shape[1],), generator=generator)
+        return (x.round().long() * weights.to(x.device)).sum(dim=1)
+
+    def set_latent_cache(self, x_blocks: Iterable[torch.Tensor]) -> None:
+        """Encode cells once so the prior's training reads their latents from a table.
+
+        The autoencoder is frozen while the prior trains, so every epoch would encode the
+        same cells again; the table is looked up by :meth:`fingerprint` (a batch with a cell
+        whose key is not in the table is encoded as usual; identical count vectors share a
+        key and, the encoder being deterministic, a latent).
+
+        Parameters
+        ----------
+        x_blocks
+            Minibatches of raw counts of the cells to cache.
+        """
+        keys, latents = [], []
+        with torch.no_grad():
+            for x in x_blocks:
+                keys.append(self.fingerprint(x))
+                latents.append(self.encode(x))
+        keys_all, order = torch.sort(torch.cat(keys))
+        self._latent_cache = (keys_all, torch.cat(latents)[order])
+
+    def clear_latent_cache(self) -> None:
+        """Drop the table of :meth:`set_latent_cache`."""
+        self._latent_cache = None
+
+    def _cached_latents(self, x: torch.Tensor) -> torch.Tensor | None:
+        keys, latents = self._latent_cache
+        query = self.fingerprint(x)
+        position = torch.searchsorted(keys, query).clamp(max=len(keys) - 1)
+        if not torch.equal(keys[position], query):
+            return None
+        return latents[position]
+
+    @auto_move_data
+    def inference(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Encode counts (from the latent cache while the prior trains): ``z``, library."""
+        z = None
+        if self.stage == "flow" and self._latent_cache is not None:
+            z = self._cached_latents(x)
+        if z is None:
+            z = self.encode(x)
+        return {"z": z, "library": x.sum(dim=1, keepdim=True)}
+
+    # ------------------------------------------------------- autoencoder parts
+    def encode(self, x: torch.Tensor, gene_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Flattened latent tokens ``(n, n_tokens * latent_dim)`` of raw counts ``x``.
+
+        Parameters
+        ----------
+        x
+            ``(n, g)`` counts.
+        gene_ids
+            ``(g,)`` training-gene index of every column (``None``: the training order).
+        """
+        library = x.sum(dim=1, keepdim=True).clamp(min=1.0)
+        return self.encoder(x * (_ENCODER_SCALE / library), gene_ids).flatten(1)
+
+    def decode_logits(self, z: torch.Tensor, gene_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder logits ``(n, genes)`` of flattened latents (unstandardised)."""
+        return self.decoder(z, gene_ids)
+
+    def decode(
+        self,
+        z: torch.Tensor,
+        library: torch.Tensor,
+        codes: torch.Tensor,
+        gene_ids: torch.Tensor | None = None,
+        renormalize: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """NB mean and inverse dispersion of flattened latents ``z``.
+
+        Parameters
+        ----------
+        z
+            ``(n, n_latent)`` latents (unstandardised).
+        library
+            ``(n, 1)`` library sizes.
+        codes
+            ``(n, n_attributes)`` attribute codes (for per-category dispersion).
+        gene_ids
+            Training-gene indices to decode, in the wanted order (``None``: all genes).
+        renormalize
+            With ``gene_ids``: ``False`` gives those genes' means in a full-panel cell whose
+            total over all training genes is ``library`` (all logits are computed for the
+            normaliser); ``True`` decodes only the requested genes and normalises over them,
+            so ``library`` is the total of the panel.
+
+        Returns
+        -------
+        ``mu`` ``(n, genes)`` and ``theta`` (broadcastable to it).
+        """
+        theta = self.theta(codes)
+        if gene_ids is None:
+            return torch.softmax(self.decode_logits(z), dim=-1) * library, theta
+        if renormalize:
+            logits = self.decode_logits(z, gene_ids)
+            return torch.softmax(logits, dim=-1) * library, theta[:, gene_ids]
+        log_p = torch.log_softmax(self.decode_logits(z), dim=-1)[:, gene_ids]
+        return log_p.exp() * library, theta[:, gene_ids]
+
+    # -------------------------------------------------------------- the prior
+    def condition_bias(self, codes: torch.Tensor, continuous: torch.Tensor | None) -> torch.Tensor:
+        """Condition embedding ``(n, cond_dim)`` (constant along an ODE solve)."""
+        return self.prior_network().condition_embedding(codes, continuous)
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Velocity of flattened standardised latents ``x`` at times ``t`` given conditions."""
+        tokens = x.view(x.shape[0], self.n_tokens, self.latent_dim)
+        return self.prior_network()(tokens, t, bias).flatten(1)
