@@ -14,6 +14,7 @@ frequencies, library sizes from the per-label model, NB counts) for each solver.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import time
 import warnings
@@ -40,6 +41,13 @@ def main() -> None:
     parser.add_argument("--n-cells", type=int, default=10_000)
     parser.add_argument("--epochs", type=int, default=5, help="epochs timed per stage")
     parser.add_argument("--batch-size", type=int, default=1024, help="generation chunk")
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        nargs="+",
+        default=[1.0, 1.5],
+        help="label guidance weights to time (1.0: one field evaluation per step; else two)",
+    )
     parser.add_argument(
         "--solvers", nargs="+", default=["default"], help="'default', 'euler:30', 'dopri5' ..."
     )
@@ -81,17 +89,24 @@ def main() -> None:
             f"first epoch {timer.seconds[0]:.2f} s)"
         )
 
-    for spec in args.solvers:
+    model.generate(100, seed=1, progress_bar=False)  # warm-up
+    for spec, guidance in itertools.product(args.solvers, args.guidance):
         if spec != "default":
             model.set_ode_solver(**_solver(spec))
         options = model.ode_options_
-        model.generate(100, seed=1, progress_bar=False)  # warm-up
         start = time.perf_counter()
-        syn = model.generate(args.n_cells, seed=0, batch_size=args.batch_size, progress_bar=False)
+        syn = model.generate(
+            args.n_cells,
+            seed=0,
+            guidance=guidance,
+            batch_size=args.batch_size,
+            progress_bar=False,
+        )
         seconds = time.perf_counter() - start
         label = f"{options['method']}" + (
             f" {options['n_steps']} steps" if options["method"] != "dopri5" else ""
         )
+        label += f", guidance {guidance:g}"
         print(
             f"generate {syn.n_obs} cells x {syn.n_vars} genes [{label}]: {seconds:6.2f} s "
             f"({syn.n_obs / seconds:,.0f} cells/s; {syn.X.nnz / syn.n_obs:.0f} non-zeros/cell)"
