@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 
+from scvi_gen.model.discrete_diffusion._ema import ema_step
 from scvi_gen.model.discrete_diffusion._network import (
     AttentionKind,
     GeneTokenDenoiser,
@@ -336,10 +337,7 @@ class DiscreteDiffusionModule(BaseModuleClass):
     def update_ema(self) -> None:
         """Move the averaged weights towards the current ones (with a warm-up of the decay)."""
         self.ema_updates += 1
-        n = float(self.ema_updates)
-        decay = min(self.ema_decay, (1.0 + n) / (10.0 + n))
-        for ema, live in zip(self.ema_network.parameters(), self.network.parameters()):
-            ema.lerp_(live.detach(), 1.0 - decay)
+        ema_step(self.ema_network, self.network, int(self.ema_updates), self.ema_decay)
 
     def sampling_network(self, use_ema: bool = True) -> GeneTokenDenoiser:
         """The network used for sampling: the averaged weights once training has updated them."""

@@ -10,6 +10,7 @@ import torch
 from scvi.module.base import BaseModuleClass, auto_move_data
 
 from scvi_gen.model.cfgen._module import AttributeSlot, CFGenModule, Dispersion
+from scvi_gen.model.discrete_diffusion._ema import ema_step
 from scvi_gen.model.latent_diffusion._prior import LatentDiT
 from scvi_gen.nn._embeddings import ConditionEmbedding
 from scvi_gen.nn._set_attention import GeneQueryDecoder, SetPoolingEncoder
@@ -195,10 +196,7 @@ class LatentDiffusionModule(CFGenModule):
         if self.stage != "flow":
             return
         self.ema_updates += 1
-        n = float(self.ema_updates)
-        decay = min(self.ema_decay, (1.0 + n) / (10.0 + n))
-        for ema, live in zip(self.ema_prior.parameters(), self.prior.parameters()):
-            ema.lerp_(live.detach(), 1.0 - decay)
+        ema_step(self.ema_prior, self.prior, int(self.ema_updates), self.ema_decay)
 
     def prior_network(self) -> LatentDiT:
         """The EMA prior in eval mode once it has been updated, the trained prior otherwise."""
