@@ -66,3 +66,22 @@ def test_unknown_covariate_is_a_clear_error():
         build_condition_plan(
             [FIELD, BATCH], training, ["A"], {"donor": "x"}, np.random.default_rng(0)
         )
+
+
+def test_unspecified_continuous_covariate_is_copied_from_training_cells():
+    from anndata import AnnData
+
+    from scvi_gen.base._conditions import observed_conditions
+
+    age = ConditionField("age", "extra_continuous_covs", 0, None)
+    obs = pd.DataFrame(
+        {"cell_type": ["A"] * 3 + ["B"] * 3, "age": [1.0, 2.0, 3.0, 7.0, 8.0, 9.0]},
+        index=[f"cell{i}" for i in range(6)],  # cell names, not a RangeIndex
+    )
+    training = observed_conditions(AnnData(obs=obs), [FIELD, age])
+    plan = build_condition_plan(
+        [FIELD, age], training, ["A", "B"] * 10, None, np.random.default_rng(0)
+    )
+    assert plan["age"].notna().all()
+    assert plan.loc[plan.cell_type == "A", "age"].isin([1.0, 2.0, 3.0]).all()
+    assert plan.loc[plan.cell_type == "B", "age"].isin([7.0, 8.0, 9.0]).all()

@@ -102,7 +102,11 @@ def observed_conditions(adata: Any, fields: Sequence[ConditionField]) -> pd.Data
     data = {}
     for field in fields:
         values = adata.obs[field.obs_key]
-        data[field.obs_key] = values.astype(str).to_numpy() if field.is_categorical else values
+        # Arrays, not Series: a Series would be aligned on the cell names against the new
+        # integer index and turn every continuous covariate into NaN.
+        data[field.obs_key] = (
+            values.astype(str).to_numpy() if field.is_categorical else values.to_numpy()
+        )
     return pd.DataFrame(data, index=np.arange(adata.n_obs))
 
 

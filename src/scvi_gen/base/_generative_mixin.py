@@ -26,6 +26,7 @@ from scvi_gen._constants import (
     STATE_FILE,
     UNS_KEY,
 )
+from scvi_gen._memory import release_freed_memory
 from scvi_gen.base._conditions import (
     ConditionField,
     LabelsArg,
@@ -68,6 +69,8 @@ class GenerativeMixin:
 
     _requires_counts: ClassVar[bool] = True
     _output_kind: ClassVar[Literal["counts", "lognorm"]] = "counts"
+    #: Cells per generation chunk when ``generate(batch_size=None)``.
+    _generation_chunk: ClassVar[int] = DEFAULT_GENERATION_CHUNK
 
     # ------------------------------------------------------------------ setup
     @classmethod
@@ -225,7 +228,8 @@ class GenerativeMixin:
             Total counts per cell (one number or one per cell) instead of drawing them from the
             per-condition library-size model. Count models only.
         batch_size
-            Cells per chunk (memory is bounded by one chunk).
+            Cells per chunk (memory is bounded by one chunk); ``None`` uses the model's default
+            (1,024 cells; 256 for the flows, whose sampling keeps every layer's parameters).
         seed
             Random seed; the same seed and ``batch_size`` give the same cells. ``None`` draws a
             seed, recorded in ``uns["scvi_gen"]["seed"]``.
@@ -249,7 +253,7 @@ class GenerativeMixin:
         n = len(plan)
         library = self._plan_library_sizes(plan, library_size, rng)
         tensors = plan_to_tensors(plan, self.condition_fields, n)
-        batch_size = int(batch_size or DEFAULT_GENERATION_CHUNK)
+        batch_size = int(batch_size or self._generation_chunk)
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
         var_names = self._generated_var_names()
@@ -269,6 +273,8 @@ class GenerativeMixin:
             with _seeded_torch(int(chunk_seed), self.device):
                 values = self._generate_chunk(chunk, lib, guidance)
             blocks.append(self._to_output_block(values))
+            del values
+            release_freed_memory()
         X = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, len(var_names)))
         return self._assemble_output(X, plan, var_names, seed, labels, covariates, guidance)
 

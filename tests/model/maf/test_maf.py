@@ -106,3 +106,12 @@ def test_unknown_preset_is_a_clear_error():
     MAFFlow.setup_anndata(adata, labels_key="cell_type")
     with pytest.raises(ValueError, match="Unknown preset"):
         MAFFlow(adata, preset="fast")
+
+
+def test_default_generation_chunk_is_the_flows_smaller_one(trained):
+    _, model = trained
+    assert MAFFlow._generation_chunk == 256
+    n = MAFFlow._generation_chunk + 20  # two chunks
+    default = model.generate(n, seed=5, progress_bar=False)
+    explicit = model.generate(n, seed=5, batch_size=MAFFlow._generation_chunk, progress_bar=False)
+    assert (default.X != explicit.X).nnz == 0

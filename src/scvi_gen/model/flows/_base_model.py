@@ -100,6 +100,9 @@ class FlowModelBase(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
 
     _requires_counts = True
     _output_kind = "lognorm"
+    # Sampling holds every layer's per-cell parameters of a chunk at once (~1.8 GB for 1,024
+    # cells x 2,000 genes); 256 cells keep it under 0.5 GB at the same speed per cell.
+    _generation_chunk = 256
 
     def _init_flow(
         self,
