@@ -4,6 +4,9 @@ Usage::
 
     python benchmarks/quality.py                      # PBMC3K, scvi + scvi_unconditional, 3 seeds
     python benchmarks/quality.py --generators scvi,cfgen --seeds 0 1 2 --out results/quality
+    # seeds in parallel processes, then one summary over all of them:
+    python benchmarks/quality.py --generators maf --seeds 1 --out results/q_s1
+    python benchmarks/quality.py --merge results/q_s0 results/q_s1 --out results/quality
 
 Prints mean ± sd over seeds of every metric (global and per-label mean) with the real-vs-real
 floor first, the ratio to the floor, and training/generation times; writes the long CSV.
@@ -48,7 +51,17 @@ def main() -> None:
     parser.add_argument(
         "--max-epochs", type=int, default=None, help="cap every generator's training epochs"
     )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="summarise the results_long.csv of earlier runs (directories) instead of running",
+    )
     args = parser.parse_args()
+    if args.merge:
+        merge_runs(args.merge, Path(args.out), args.dataset, args.n_top_genes)
+        return
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("scvi").setLevel(logging.ERROR)
     logging.getLogger("lightning").setLevel(logging.ERROR)
@@ -81,10 +94,38 @@ def main() -> None:
     results = run_train_test(
         LOADERS[args.dataset](), generators, args.seeds, config, on_result=report_progress
     )
+    write_summary(results, out, args.dataset, args.n_top_genes)
+    print(
+        f"total {time.perf_counter() - start:.0f} s; wrote {out}/results_long.csv and summary.md"
+    )
+
+
+def merge_runs(dirs: list[Path], out: Path, dataset: str, n_top_genes: int) -> None:
+    """One summary over the long tables of several runs (e.g. one seed per process)."""
+    results = pd.concat([pd.read_csv(d / "results_long.csv") for d in dirs], ignore_index=True)
+    identity = ["generator", "seed", "metric", "scope"]
+    floor = results["generator"].str.startswith("floor")
+    # Every run of a seed scores the same floor: keep it once.
+    results = pd.concat(
+        [results[floor].drop_duplicates(identity), results[~floor]], ignore_index=True
+    )
+    duplicated = results.duplicated(identity)
+    if duplicated.any():
+        twice = results.loc[duplicated, ["generator", "seed"]].drop_duplicates()
+        raise ValueError(f"Runs overlap (generator, seed): {twice.to_records(index=False)}.")
+    out.mkdir(parents=True, exist_ok=True)
+    write_summary(results, out, dataset, n_top_genes)
+    print(f"merged {len(dirs)} runs; wrote {out}/results_long.csv and summary.md")
+
+
+def write_summary(results: pd.DataFrame, out: Path, dataset: str, n_top_genes: int) -> None:
+    """Write the long table and the markdown summary; print the summary."""
     results.to_csv(out / "results_long.csv", index=False)
+    generators = [g for g in results["generator"].unique() if not g.startswith("floor")]
+    seeds = sorted(int(s) for s in results["seed"].unique())
     sections = [
-        f"# Quality on {args.dataset}: {', '.join(generators)}; seeds {args.seeds}; "
-        f"{args.n_top_genes or 'all'} genes\n",
+        f"# Quality on {dataset}: {', '.join(generators)}; seeds {seeds}; "
+        f"{n_top_genes or 'all'} genes\n",
         "## Global metrics (mean ± sd over seeds)\n",
         markdown_table(summarize(results, "global"), index=True),
         "## Per-label means (mean ± sd over seeds)\n",
@@ -97,9 +138,6 @@ def main() -> None:
     text = "\n".join(sections)
     (out / "summary.md").write_text(text)
     print(text)
-    print(
-        f"total {time.perf_counter() - start:.0f} s; wrote {out}/results_long.csv and summary.md"
-    )
 
 
 if __name__ == "__main__":
