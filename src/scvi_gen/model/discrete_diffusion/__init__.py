@@ -1,6 +1,7 @@
 """Absorbing-state discrete diffusion over binned expression (SEDD/MDLM-style)."""
 
-from ._ema import EMACallback
+from scvi_gen.nn._ema import EMACallback
+
 from ._model import DiscreteDiffusion
 from ._module import DiscreteDiffusionModule
 from ._schedule import LogLinearSchedule, reverse_diffusion

@@ -21,7 +21,6 @@ from scvi_gen._constants import LOGNORM_LAYER, UNS_KEY
 from scvi_gen._matrix import iter_row_chunks
 from scvi_gen.base import GenerativeMixin
 from scvi_gen.base._generative_mixin import _seeded_torch
-from scvi_gen.model.discrete_diffusion._ema import EMACallback
 from scvi_gen.model.discrete_diffusion._module import (
     TARGET_SUM,
     DiscreteDiffusionModule,
@@ -31,6 +30,7 @@ from scvi_gen.model.discrete_diffusion._module import (
 )
 from scvi_gen.model.discrete_diffusion._network import AttentionKind, resolve_architecture
 from scvi_gen.model.discrete_diffusion._tokenizer import BinningMethod
+from scvi_gen.nn._ema import EMACallback
 
 logger = logging.getLogger(__name__)
 

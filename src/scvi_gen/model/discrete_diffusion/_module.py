@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 
-from scvi_gen.model.discrete_diffusion._ema import ema_step
 from scvi_gen.model.discrete_diffusion._network import (
     AttentionKind,
     GeneTokenDenoiser,
@@ -24,6 +23,7 @@ from scvi_gen.model.discrete_diffusion._schedule import (
     reverse_diffusion,
 )
 from scvi_gen.model.discrete_diffusion._tokenizer import BinningMethod, ExpressionTokenizer
+from scvi_gen.nn._ema import ema_step
 
 logger = logging.getLogger(__name__)
 

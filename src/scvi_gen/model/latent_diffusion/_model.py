@@ -19,8 +19,8 @@ from scvi_gen.base._ode import ODEMethod
 from scvi_gen.model.cfgen._model import CFGen, _first_not_none
 from scvi_gen.model.cfgen._module import AttributeSlot, Dispersion, Stage
 from scvi_gen.model.cfgen._sampling import sample_nb_csr
-from scvi_gen.model.discrete_diffusion._ema import EMACallback
 from scvi_gen.model.latent_diffusion._module import LatentDiffusionModule
+from scvi_gen.nn._ema import EMACallback
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import torch
 from scvi.module.base import BaseModuleClass, auto_move_data
 
 from scvi_gen.model.cfgen._module import AttributeSlot, CFGenModule, Dispersion
-from scvi_gen.model.discrete_diffusion._ema import ema_step
 from scvi_gen.model.latent_diffusion._prior import LatentDiT
+from scvi_gen.nn._ema import ema_step
 from scvi_gen.nn._embeddings import ConditionEmbedding
 from scvi_gen.nn._set_attention import GeneQueryDecoder, SetPoolingEncoder
 
