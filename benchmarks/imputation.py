@@ -106,7 +106,9 @@ def predict_scvi(train_hvg: ad.AnnData, seed: int) -> Callable[..., np.ndarray]:
         enable_progress_bar=False,
     )
 
-    def predict(masked_log: np.ndarray, query_hvg: ad.AnnData, library: np.ndarray) -> np.ndarray:
+    def predict(
+        masked_log: np.ndarray, query_hvg: ad.AnnData, library: np.ndarray, **_: object
+    ) -> np.ndarray:
         expected = model.get_normalized_expression(query_hvg, library_size="latent")
         return _log_cp10k(np.asarray(expected), library)
 
@@ -117,7 +119,11 @@ def predict_discrete_diffusion(
     model: DiscreteDiffusion, nonzero: bool, seed: int
 ) -> Callable[..., np.ndarray]:
     def predict(
-        masked_log: np.ndarray, query: ad.AnnData, mask_full: np.ndarray, hvg_cols: np.ndarray
+        masked_log: np.ndarray,
+        query: ad.AnnData,
+        mask_full: np.ndarray,
+        hvg_cols: np.ndarray,
+        **_: object,
     ) -> np.ndarray:
         out = model.impute(query, mask=mask_full, exclude_zero=nonzero, seed=seed)
         return _dense(out.layers["log1p_norm"])[:, hvg_cols]

@@ -94,6 +94,7 @@ def run_one(name: str, passes: int | None, args: argparse.Namespace) -> dict:
         "model": name,
         "passes": passes,
         "data": f"{source} {train.n_obs} cells x {model.module.n_genes} genes",
+        "chunk": args.batch_size or model_cls._generation_chunk,
         "epoch_s": statistics.median(timer.seconds),
         "val_nll": float(model.history["validation_loss"].iloc[-1, 0]),
         "peak_mb_init": after_init,
@@ -120,7 +121,8 @@ def _print(result: dict) -> None:
     print(f"\n{result['model']} (passes={passes}) on {result['data']}")
     print(f"  train: {result['epoch_s']:.2f} s/epoch, validation NLL {result['val_nll']:.1f}")
     print(
-        f"  generate: 1,000 cells {result['generate_1000_s']:.2f} s, "
+        f"  generate ({result['chunk']} cells per chunk): "
+        f"1,000 cells {result['generate_1000_s']:.2f} s, "
         f"10,000 cells {result['generate_10000_s']:.2f} s"
     )
     if "full_ar_generate_1000_s_est" in result:
@@ -146,7 +148,9 @@ def main() -> None:
     parser.add_argument(
         "--passes", type=int, nargs="+", default=[16], help="0 means fully autoregressive"
     )
-    parser.add_argument("--batch-size", type=int, default=1024, help="cells per chunk")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="cells per chunk (default: the model's)"
+    )
     parser.add_argument("--full-ar-cells", type=int, default=0)
     parser.add_argument("--single", help=argparse.SUPPRESS)
     args = parser.parse_args()
