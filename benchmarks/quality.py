@@ -23,6 +23,7 @@ import pandas as pd
 
 from scvi_gen import datasets
 from scvi_gen.benchmark import (
+    FLOOR,
     TrainTestConfig,
     markdown_table,
     ratio_to_floor,
@@ -81,7 +82,7 @@ def main() -> None:
     start = time.perf_counter()
 
     def report_progress(block: pd.DataFrame) -> None:
-        gen = [g for g in block["generator"].unique() if not g.startswith("floor")][0]
+        gen = [g for g in block["generator"].unique() if g != FLOOR][0]
         got = block.set_index(["generator", "metric", "scope"])["value"]
         print(
             f"[{time.perf_counter() - start:7.1f}s] seed {block['seed'].iloc[0]} {gen}: "
@@ -104,7 +105,7 @@ def merge_runs(dirs: list[Path], out: Path, dataset: str, n_top_genes: int) -> N
     """One summary over the long tables of several runs (e.g. one seed per process)."""
     results = pd.concat([pd.read_csv(d / "results_long.csv") for d in dirs], ignore_index=True)
     identity = ["generator", "seed", "metric", "scope"]
-    floor = results["generator"].str.startswith("floor")
+    floor = results["generator"] == FLOOR
     # Every run of a seed scores the same floor: keep it once.
     results = pd.concat(
         [results[floor].drop_duplicates(identity), results[~floor]], ignore_index=True
@@ -121,7 +122,7 @@ def merge_runs(dirs: list[Path], out: Path, dataset: str, n_top_genes: int) -> N
 def write_summary(results: pd.DataFrame, out: Path, dataset: str, n_top_genes: int) -> None:
     """Write the long table and the markdown summary; print the summary."""
     results.to_csv(out / "results_long.csv", index=False)
-    generators = [g for g in results["generator"].unique() if not g.startswith("floor")]
+    generators = [g for g in results["generator"].unique() if g != FLOOR]
     seeds = sorted(int(s) for s in results["seed"].unique())
     sections = [
         f"# Quality on {dataset}: {', '.join(generators)}; seeds {seeds}; "

@@ -26,7 +26,7 @@ import scvi
 import torch
 
 from scvi_gen import datasets
-from scvi_gen.benchmark import EpochTimer, peak_rss_mib
+from scvi_gen.benchmark import peak_rss_mib, timed_train
 from scvi_gen.model.discrete_diffusion import DiscreteDiffusion
 
 
@@ -71,18 +71,14 @@ def main() -> None:
         f"peak RSS before training: {peak_rss_mib():.0f} MiB; load average {os.getloadavg()[0]:.1f}"
     )
 
-    timer = EpochTimer()
-    cpu = time.process_time()
-    model.train(
+    per_epoch, cpu = timed_train(
+        model,
         max_epochs=args.epochs,
         early_stopping=False,
         batch_size=args.batch_size,
         accelerator=args.accelerator,
-        callbacks=[timer],
         enable_progress_bar=False,
     )
-    cpu = (time.process_time() - cpu) / max(len(timer.seconds), 1)
-    per_epoch = np.asarray(timer.seconds)
     print(
         f"training: {per_epoch.mean():.1f} s/epoch wall, {cpu:.1f} s/epoch CPU (epochs: "
         f"{np.round(per_epoch, 1).tolist()}); {train.n_obs / per_epoch.mean():.0f} cells/s"

@@ -20,36 +20,17 @@ import argparse
 import json
 import logging
 import os
-import resource
 import time
 import warnings
 
 import numpy as np
 import scvi
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from scvi_gen import datasets
+from scvi_gen.benchmark import peak_rss_mib, timed_train
 from scvi_gen.metrics import select_hvgs
 from scvi_gen.model.latent_diffusion import LatentDiffusion
-
-
-class EpochTimer(Callback):
-    """Record the wall time of every training epoch (validation included)."""
-
-    def __init__(self) -> None:
-        self.seconds: list[float] = []
-        self._start = 0.0
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.seconds.append(time.perf_counter() - self._start)
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def peak_gpu_mib() -> str:
@@ -59,22 +40,18 @@ def peak_gpu_mib() -> str:
 
 
 def timed_stage(model: LatentDiffusion, stage: str, epochs: int, args: argparse.Namespace) -> None:
-    timer = EpochTimer()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    cpu = time.process_time()
     epochs_ae, epochs_flow = (epochs, 0) if stage == "autoencoder" else (0, epochs)
-    model.train(
+    per_epoch, cpu = timed_train(
+        model,
         max_epochs_autoencoder=epochs_ae,
         max_epochs_flow=epochs_flow,
         early_stopping=False,
         batch_size=args.batch_size,
         accelerator=args.accelerator,
-        callbacks=[timer],
         enable_progress_bar=False,
     )
-    cpu = (time.process_time() - cpu) / max(len(timer.seconds), 1)
-    per_epoch = np.asarray(timer.seconds)
     print(
         f"{stage}: {per_epoch.mean():.1f} s/epoch wall, {cpu:.1f} s/epoch CPU (epochs: "
         f"{np.round(per_epoch, 1).tolist()}); peak RSS {peak_rss_mib():.0f} MiB, "

@@ -5,7 +5,7 @@ from ._protocol import BenchmarkConfig, Replicate, iter_replicates, load_dataset
 from ._report import mean_sd_table, write_report
 from ._runner import RESULT_COLUMNS, BenchmarkRun, collect_results, run_benchmark
 from ._tables import format_value, markdown_table
-from ._timing import EpochTimer, peak_rss_mib
+from ._timing import EpochTimer, peak_rss_mib, timed_train
 from ._train_test import (
     FLOOR,
     TrainTestConfig,
@@ -42,6 +42,7 @@ __all__ = [
     "run_benchmark",
     "run_train_test",
     "summarize",
+    "timed_train",
     "training_sets",
     "write_report",
 ]

@@ -6,6 +6,7 @@ import resource
 import time
 from typing import Any
 
+import numpy as np
 from lightning.pytorch.callbacks import Callback
 
 
@@ -54,3 +55,29 @@ def peak_rss_mib() -> float:
     True
     """
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed_train(model: Any, **train_kwargs: Any) -> tuple[np.ndarray, float]:
+    """Call ``model.train(**train_kwargs)`` and time each epoch.
+
+    Parameters
+    ----------
+    model
+        A scvi-tools model.
+    **train_kwargs
+        Arguments of ``model.train`` (an :class:`EpochTimer` is added to ``callbacks``).
+
+    Returns
+    -------
+    Wall seconds of every epoch, and the process CPU seconds per epoch.
+
+    Examples
+    --------
+    >>> wall, cpu = timed_train(model, max_epochs=2, enable_progress_bar=False)
+    """
+    timer = EpochTimer()
+    train_kwargs["callbacks"] = [*train_kwargs.get("callbacks", []), timer]
+    cpu = time.process_time()
+    model.train(**train_kwargs)
+    cpu_per_epoch = (time.process_time() - cpu) / max(len(timer.seconds), 1)
+    return np.asarray(timer.seconds), cpu_per_epoch
