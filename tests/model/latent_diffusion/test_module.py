@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from scvi_gen.model.cfgen._module import AttributeSlot
@@ -108,3 +109,33 @@ def test_guided_velocity_has_the_latent_shape():
     field = module.guided_velocity(codes, continuous, [2.0, 0.5])
     v = field(torch.tensor(0.3), torch.randn(2, 12))
     assert v.shape == (2, 12) and torch.isfinite(v).all()
+
+
+def _decoded_means(module: LatentDiffusionModule, z: torch.Tensor) -> torch.Tensor:
+    library = torch.full((z.shape[0], 1), 100.0)
+    codes = torch.zeros(z.shape[0], 2, dtype=torch.long)
+    return module.generative(z, library, codes)["mu"]
+
+
+def test_latent_noise_perturbs_the_decoder_input_only_while_the_autoencoder_trains():
+    module = _module(latent_noise=0.5)
+    z = torch.randn(8, 12)
+    exact = _decoded_means(module, z)
+    assert torch.equal(_decoded_means(module, z), exact)  # eval mode: deterministic
+    module.train()
+    assert not torch.allclose(_decoded_means(module, z), exact)
+    module.eval()
+    assert torch.equal(_decoded_means(module, z), exact)
+
+
+def test_latent_noise_zero_keeps_training_decoding_exact():
+    module = _module(latent_noise=0.0)
+    z = torch.randn(8, 12)
+    exact = _decoded_means(module, z)
+    module.train()
+    assert torch.allclose(_decoded_means(module, z), exact, atol=1e-6)
+
+
+def test_negative_latent_noise_is_rejected():
+    with pytest.raises(ValueError, match="latent_noise"):
+        _module(latent_noise=-0.1)

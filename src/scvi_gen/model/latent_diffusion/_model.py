@@ -82,6 +82,10 @@ class LatentDiffusion(CFGen):
     token_dropout
         Fraction of a cell's expressed genes hidden from the encoder in each training step
         (set augmentation against memorising cells).
+    latent_noise
+        Gaussian noise (in minibatch standard deviations per latent dimension) added to the
+        latents the decoder sees while the autoencoder trains: the decoder then also decodes
+        the neighbourhood of real cells well, where the prior's samples land.
     n_heads
         Attention heads of the encoder.
     encoder_layers
@@ -132,6 +136,7 @@ class LatentDiffusion(CFGen):
         token_dim: int = 128,
         pool_dim: int = 64,
         token_dropout: float = 0.0,
+        latent_noise: float = 0.1,
         n_heads: int = 4,
         encoder_layers: int = 1,
         decoder_dim: int = 64,
@@ -165,6 +170,7 @@ class LatentDiffusion(CFGen):
             token_dim=token_dim,
             pool_dim=pool_dim,
             token_dropout=token_dropout,
+            latent_noise=latent_noise,
             n_heads=n_heads,
             encoder_layers=encoder_layers,
             decoder_dim=decoder_dim,
