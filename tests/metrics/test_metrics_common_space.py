@@ -143,3 +143,17 @@ def test_fit_survives_degenerate_mean_variance_trend() -> None:
     counts = np.random.default_rng(0).poisson(2.0, size=(40, 8)).astype(np.float32)
     space = CommonSpace(n_hvg=4, n_pcs=2).fit(ad.AnnData(counts))
     assert space.hvg_names_.size == 4
+
+
+def test_hvg_selection_leaves_torch_thread_count_unchanged(train_adata: ad.AnnData) -> None:
+    import torch
+
+    from scvi_gen.metrics import select_hvgs
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        select_hvgs(train_adata.X, train_adata.var_names, 50)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
