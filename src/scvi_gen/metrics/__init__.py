@@ -38,6 +38,7 @@ from ._gene_stats import (
     library_size_distance,
 )
 from ._labels import de_logfc_recovery, knn_label_accuracy
+from ._memorization import closest_record_ratio
 from ._multimodal import (
     DEFAULT_MARKER_PAIRS,
     MULTIMODAL_HIGHER_IS_BETTER,
@@ -63,6 +64,7 @@ __all__ = [
     "ModalitySpace",
     "TransformedData",
     "classifier_two_sample_auc",
+    "closest_record_ratio",
     "clr_transform",
     "compare_marker_correlations",
     "de_logfc_recovery",
