@@ -39,3 +39,8 @@ def test_mismatched_dimensions_are_rejected() -> None:
 def test_empty_sample_is_rejected() -> None:
     with pytest.raises(ValueError, match="at least one cell"):
         closest_record_ratio(_gaussian(10, 0), _gaussian(10, 1), np.empty((0, 5)))
+
+
+def test_one_dimensional_input_is_rejected() -> None:
+    with pytest.raises(ValueError, match="2-D"):
+        closest_record_ratio(_gaussian(10, 0), _gaussian(10, 1), np.zeros(5))

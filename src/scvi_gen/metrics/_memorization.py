@@ -50,6 +50,11 @@ def closest_record_ratio(train: np.ndarray, reference: np.ndarray, sample: np.nd
     train, reference, sample = (
         np.asarray(a, dtype=np.float64) for a in (train, reference, sample)
     )
+    if any(a.ndim != 2 for a in (train, reference, sample)):
+        raise ValueError(
+            "`train`, `reference` and `sample` must be 2-D (cells x dimensions); reshape a "
+            "single cell with `x.reshape(1, -1)`."
+        )
     if min(len(train), len(reference), len(sample)) == 0:
         raise ValueError("`train`, `reference` and `sample` each need at least one cell.")
     if not train.shape[1] == reference.shape[1] == sample.shape[1]:
