@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Literal, NamedTuple
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
 from sklearn.decomposition import PCA
 
 from scvi_gen._matrix import DEFAULT_CHUNK_SIZE, get_matrix, iter_row_chunks
+from scvi_gen._threads import torch_threads_kept
 
 logger = logging.getLogger(__name__)
 
@@ -176,22 +174,6 @@ def select_hvgs(counts: Any, gene_names: pd.Index, n_hvg: int) -> pd.Index:
     return gene_names[is_hvg]
 
 
-@contextmanager
-def _torch_threads_kept() -> Iterator[None]:
-    """Restore torch's intra-op thread count after code that changes it behind our back.
-
-    scanpy's seurat_v3 HVGs run numba-parallel code that sets the shared OpenMP thread count
-    to all cores, so torch trained afterwards ignored ``OMP_NUM_THREADS=1``; on 2 cores shared
-    by two runs that made LatentDiffusion's epochs about 3x slower.
-    """
-    threads = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
-
-
 def _seurat_v3_hvg_mask(counts: Any, gene_names: pd.Index, n_hvg: int) -> np.ndarray | None:
     """seurat_v3 HVG mask, or None when its loess fit fails even with a wide span."""
     # Imported here: scanpy takes seconds to import and only HVG selection needs it.
@@ -207,7 +189,7 @@ def _seurat_v3_hvg_mask(counts: Any, gene_names: pd.Index, n_hvg: int) -> np.nda
     # span (1.0) still follows the seurat_v3 recipe and usually succeeds.
     for span in (0.3, 1.0):
         try:
-            with _torch_threads_kept():
+            with torch_threads_kept():
                 table = sc.pp.highly_variable_genes(
                     shell, flavor="seurat_v3", n_top_genes=n_hvg, span=span, inplace=False
                 )

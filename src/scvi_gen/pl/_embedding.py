@@ -9,6 +9,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from scvi_gen._threads import torch_threads_kept
 from scvi_gen.metrics import CommonSpace
 
 logger = logging.getLogger(__name__)
@@ -73,8 +74,9 @@ def real_vs_synthetic_embedding(
     emb = ad.AnnData(np.vstack([pcs_real, pcs_syn]).astype(np.float32), obs=obs)
     emb.obsm["X_pca"] = emb.X.copy()
     if basis == "umap":
-        sc.pp.neighbors(emb, use_rep="X_pca", random_state=seed)
-        sc.tl.umap(emb, random_state=seed)
+        with torch_threads_kept():
+            sc.pp.neighbors(emb, use_rep="X_pca", random_state=seed)
+            sc.tl.umap(emb, random_state=seed)
     return emb
 
 

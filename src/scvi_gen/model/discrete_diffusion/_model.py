@@ -19,6 +19,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
 from scvi_gen._constants import LOGNORM_LAYER, UNS_KEY
 from scvi_gen._matrix import iter_row_chunks
+from scvi_gen._threads import torch_threads_kept
 from scvi_gen.base import GenerativeMixin
 from scvi_gen.base._generative_mixin import _seeded_torch
 from scvi_gen.model.discrete_diffusion._module import (
@@ -699,11 +700,11 @@ def _select_genes(
     if n_genes == len(var_names):
         return np.arange(len(var_names))
     shell = AnnData(X=sp.csr_matrix(matrix), var=pd.DataFrame(index=var_names))
-    threads = torch.get_num_threads()
     try:
-        table = sc.pp.highly_variable_genes(
-            shell, flavor="seurat_v3", n_top_genes=n_genes, inplace=False
-        )
+        with torch_threads_kept():
+            table = sc.pp.highly_variable_genes(
+                shell, flavor="seurat_v3", n_top_genes=n_genes, inplace=False
+            )
         rank = table["highly_variable_rank"].to_numpy(dtype=float)
     except ValueError as err:  # skmisc's loess fails on tiny or degenerate data
         warnings.warn(
@@ -713,9 +714,6 @@ def _select_genes(
             stacklevel=3,
         )
         rank = -_dispersion(matrix)
-    finally:
-        # scanpy's seurat_v3 path resets torch's intra-op thread count as a side effect
-        torch.set_num_threads(threads)
     order = np.argsort(np.where(np.isfinite(rank), rank, np.inf), kind="stable")
     return np.sort(order[:n_genes])
 
