@@ -9,6 +9,7 @@ import scipy.sparse as sp
 
 from scvi_gen.metrics import (
     ModalitySpace,
+    bootstrap_sign_stability,
     clr_transform,
     compare_marker_correlations,
     evaluate_multimodal,
@@ -142,6 +143,71 @@ def test_compare_marker_correlations_flags_sign_and_nan():
     )
     assert bool(same["same_sign"].iloc[0])
     assert bool(same["real_significant"].iloc[0])
+
+
+def test_compare_marker_correlations_marks_a_coupled_pair_sign_stable():
+    real = _cite(200, 0)
+    out = compare_marker_correlations(
+        real.mod["rna"], real.mod["prot"], real.mod["rna"], real.mod["prot"], n_bootstrap=200
+    )
+    assert out["real_sign_stability"].iloc[0] == 1.0
+    assert bool(out["real_sign_stable"].iloc[0])
+
+
+def test_compare_marker_correlations_marks_an_uncoupled_pair_sign_unstable():
+    real = _cite(200, 0, couple=False)
+    out = compare_marker_correlations(
+        real.mod["rna"], real.mod["prot"], real.mod["rna"], real.mod["prot"], n_bootstrap=400
+    )
+    assert not bool(out["real_sign_stable"].iloc[0])
+
+
+def test_sign_stability_of_a_strong_correlation_is_one():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=400)
+    assert bootstrap_sign_stability(x, -x + 0.5 * rng.normal(size=400)) == 1.0
+
+
+def test_spearman_sign_stability_of_a_monotone_relation_is_one():
+    x = np.random.default_rng(4).exponential(size=200)
+    assert bootstrap_sign_stability(x, np.exp(x), n_bootstrap=50, method="spearman") == 1.0
+
+
+def test_sign_stability_of_independent_variables_averages_one_half():
+    # Over many independent data sets the resampled sign agrees with the sample's about
+    # half the time (it agrees more often than not within each data set, by construction).
+    rng = np.random.default_rng(1)
+    stabilities = [
+        bootstrap_sign_stability(rng.normal(size=300), rng.normal(size=300), n_bootstrap=200)
+        for _ in range(40)
+    ]
+    assert 0.5 <= np.mean(stabilities) < 0.85
+    assert min(stabilities) >= 0.5 - 0.1
+
+
+def test_sign_stability_counts_constant_resamples_as_flips():
+    # One non-zero cell in 50: most resamples miss it and the correlation is undefined.
+    x = np.zeros(50)
+    x[0] = 1.0
+    y = np.arange(50.0)
+    assert bootstrap_sign_stability(x, y, n_bootstrap=500, seed=0) < 0.7
+
+
+def test_sign_stability_is_reproducible_and_block_independent(monkeypatch):
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=100), rng.normal(size=100)
+    first = bootstrap_sign_stability(x, y, n_bootstrap=300, seed=3)
+    assert bootstrap_sign_stability(x, y, n_bootstrap=300, seed=3) == first
+    # Blocks of 7 resamples draw the same stream as one block of all 300.
+    monkeypatch.setattr("scvi_gen.metrics._multimodal._BOOTSTRAP_BLOCK_VALUES", 700)
+    assert bootstrap_sign_stability(x, y, n_bootstrap=300, seed=3) == first
+
+
+def test_sign_stability_rejects_mismatched_vectors():
+    with pytest.raises(ValueError, match="1-D of one length"):
+        bootstrap_sign_stability(np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match="n_bootstrap"):
+        bootstrap_sign_stability(np.arange(3.0), np.arange(3.0), n_bootstrap=0)
 
 
 def test_prediction_scores_against_a_mean_baseline():

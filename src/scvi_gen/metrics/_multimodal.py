@@ -108,6 +108,8 @@ DEFAULT_MARKER_PAIRS: dict[str, tuple[str, ...]] = {
 }
 #: Two-sided 5% critical value of the standard normal (Fisher z test of a correlation).
 _Z_95 = 1.959964
+#: Values resampled at once by :func:`bootstrap_sign_stability` (bounds its memory).
+_BOOTSTRAP_BLOCK_VALUES = 4_000_000
 _GENOME_PREFIXES = ("HG19_", "GRCH38_", "GRCH38-", "HG38_", "MM10_")
 
 
@@ -599,6 +601,102 @@ def _cp10k_scale(adata: ad.AnnData) -> np.ndarray:
     return np.divide(_CP10K, library, out=np.zeros_like(library), where=library > 0)
 
 
+def _marker_columns(
+    rna: ad.AnnData,
+    protein: ad.AnnData,
+    pairs: Sequence[tuple[str, str]],
+    protein_transform: ProteinTransform,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per pair: log1p(CP10k) RNA of the gene and transformed counts of the protein."""
+    scale = _cp10k_scale(rna)
+    genes = pd.Index(rna.var_names.astype(str))
+    proteins = pd.Index(protein.var_names.astype(str))
+    transformed = _protein_features(get_matrix(protein), protein_transform)
+    counts = get_matrix(rna)
+    columns = []
+    for gene, prot in pairs:
+        column = counts[:, genes.get_loc(gene)]
+        column = np.asarray(column.toarray() if sp.issparse(column) else column).ravel()
+        columns.append((np.log1p(column * scale), transformed[:, proteins.get_loc(prot)]))
+    return columns
+
+
+def _correlation(x: np.ndarray, y: np.ndarray, method: str) -> float:
+    if method == "spearman":
+        x, y = pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy()
+    elif method != "pearson":
+        raise ValueError(f"Unknown method {method!r}; use 'pearson' or 'spearman'.")
+    return pearson(x, y)
+
+
+def _rowwise_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each row of ``x`` with the same row of ``y`` (NaN if constant)."""
+    xc = x - x.mean(axis=1, keepdims=True)
+    yc = y - y.mean(axis=1, keepdims=True)
+    denominator = np.sqrt((xc**2).sum(axis=1) * (yc**2).sum(axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, (xc * yc).sum(axis=1) / denominator, np.nan)
+
+
+def bootstrap_sign_stability(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    n_bootstrap: int = 1000,
+    method: Literal["pearson", "spearman"] = "pearson",
+    seed: int = 0,
+) -> float:
+    """Fraction of bootstrap resamples of the cells whose correlation keeps the sample's sign.
+
+    A correlation's sign is only a property of the cells when it survives resampling them: for
+    a gene detected in a handful of cells, or a true correlation near 0, about half of the
+    resamples flip it. Resamples where either variable is constant count as flips.
+
+    Parameters
+    ----------
+    x, y
+        Values of two features in the same cells.
+    n_bootstrap
+        Number of resamples (cells drawn with replacement).
+    method
+        ``"pearson"`` or ``"spearman"`` (ranks recomputed in each resample).
+    seed
+        Seed of the resampling.
+
+    Returns
+    -------
+    A value in [0, 1]; NaN when the correlation of ``x`` and ``y`` itself is undefined.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=500)
+    >>> bootstrap_sign_stability(x, x + rng.normal(size=500))
+    1.0
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be 1-D of one length, got {x.shape} and {y.shape}.")
+    if n_bootstrap < 1:
+        raise ValueError(f"`n_bootstrap` must be at least 1, got {n_bootstrap}.")
+    sign = np.sign(_correlation(x, y, method))
+    if not np.isfinite(sign):
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    # Resample in blocks so a large data set never holds n_bootstrap x n_cells values at once.
+    block = max(1, _BOOTSTRAP_BLOCK_VALUES // max(x.size, 1))
+    kept = 0
+    for start in range(0, n_bootstrap, block):
+        idx = rng.integers(0, x.size, size=(min(block, n_bootstrap - start), x.size))
+        xs, ys = x[idx], y[idx]
+        if method == "spearman":
+            xs = pd.DataFrame(xs.T).rank().to_numpy().T
+            ys = pd.DataFrame(ys.T).rank().to_numpy().T
+        kept += int((np.sign(_rowwise_correlation(xs, ys)) == sign).sum())
+    return kept / n_bootstrap
+
+
 def marker_correlations(
     rna: ad.AnnData,
     protein: ad.AnnData,
@@ -639,25 +737,15 @@ def marker_correlations(
         )
     if pairs is None:
         pairs = match_marker_pairs(rna.var_names, protein.var_names)
-    scale = _cp10k_scale(rna)
-    genes = pd.Index(rna.var_names.astype(str))
-    proteins = pd.Index(protein.var_names.astype(str))
-    transformed = _protein_features(get_matrix(protein), protein_transform)
-    counts = get_matrix(rna)
-    rows = []
-    for gene, prot in pairs:
-        column = counts[:, genes.get_loc(gene)]
-        column = np.asarray(column.toarray() if sp.issparse(column) else column).ravel()
-        x = np.log1p(column * scale)
-        y = transformed[:, proteins.get_loc(prot)]
-        if method == "spearman":
-            x, y = pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy()
-        elif method != "pearson":
-            raise ValueError(f"Unknown method {method!r}; use 'pearson' or 'spearman'.")
-        rows.append(
-            {"gene": gene, "protein": prot, "correlation": pearson(x, y), "n_cells": rna.n_obs}
+    rows = [
+        {"gene": gene, "protein": prot, "correlation": _correlation(x, y, method)}
+        for (gene, prot), (x, y) in zip(
+            pairs, _marker_columns(rna, protein, pairs, protein_transform)
         )
-    return pd.DataFrame(rows, columns=["gene", "protein", "correlation", "n_cells"])
+    ]
+    out = pd.DataFrame(rows, columns=["gene", "protein", "correlation"])
+    out["n_cells"] = rna.n_obs
+    return out
 
 
 def compare_marker_correlations(
@@ -666,7 +754,12 @@ def compare_marker_correlations(
     synthetic_rna: ad.AnnData,
     synthetic_protein: ad.AnnData,
     pairs: Sequence[tuple[str, str]] | None = None,
-    **kwargs: Any,
+    *,
+    protein_transform: ProteinTransform = "clr",
+    method: Literal["pearson", "spearman"] = "pearson",
+    n_bootstrap: int = 1000,
+    stable_sign: float = 0.95,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """RNA-protein marker correlations of real and synthetic cells side by side.
 
@@ -679,19 +772,34 @@ def compare_marker_correlations(
     pairs
         ``(gene, protein)`` pairs; default: those of :func:`match_marker_pairs` present in
         both the real and the synthetic panels.
-    **kwargs
-        ``protein_transform`` and ``method`` of :func:`marker_correlations`.
+    protein_transform, method
+        As in :func:`marker_correlations`.
+    n_bootstrap
+        Resamples of the real cells for ``real_sign_stability``.
+    stable_sign
+        Stability from which a real sign counts as a property of the cells
+        (``real_sign_stable``).
+    seed
+        Seed of the resampling.
 
     Returns
     -------
     Columns ``gene``, ``protein``, ``real``, ``synthetic``, ``same_sign`` (``None`` where
-    either correlation is NaN) and ``real_significant``: whether the real correlation differs
-    from 0 at the 5% level (Fisher z test); the sign of a non-significant one is noise.
+    either correlation is NaN), ``real_significant`` (the real correlation differs from 0 at
+    the 5% level, Fisher z test), ``real_sign_stability`` (:func:`bootstrap_sign_stability`
+    of the real cells) and ``real_sign_stable`` (stability of at least ``stable_sign``). The
+    sign of a real correlation that is not stable is noise: a second sample of real cells
+    has the other sign about as often.
 
     Examples
     --------
     >>> compare_marker_correlations(test["rna"], test["prot"], syn["rna"], syn["prot"])
     """
+    if real_rna.n_obs != real_protein.n_obs:
+        raise ValueError(
+            f"real_rna has {real_rna.n_obs} cells, real_protein {real_protein.n_obs}: "
+            "not the same cells."
+        )
     if pairs is None:
         real_pairs = set(match_marker_pairs(real_rna.var_names, real_protein.var_names))
         pairs = [
@@ -699,16 +807,27 @@ def compare_marker_correlations(
             for p in match_marker_pairs(synthetic_rna.var_names, synthetic_protein.var_names)
             if p in real_pairs
         ]
-    real = marker_correlations(real_rna, real_protein, pairs, **kwargs)
-    fake = marker_correlations(synthetic_rna, synthetic_protein, pairs, **kwargs)
-    out = real[["gene", "protein"]].copy()
-    out["real"] = real["correlation"].to_numpy()
+    real_columns = _marker_columns(real_rna, real_protein, pairs, protein_transform)
+    fake = marker_correlations(
+        synthetic_rna,
+        synthetic_protein,
+        pairs,
+        protein_transform=protein_transform,
+        method=method,
+    )
+    out = fake[["gene", "protein"]].copy()
+    out["real"] = [_correlation(x, y, method) for x, y in real_columns]
     out["synthetic"] = fake["correlation"].to_numpy()
     valid = np.isfinite(out["real"]) & np.isfinite(out["synthetic"])
     same = np.sign(out["real"]) == np.sign(out["synthetic"])
     out["same_sign"] = [bool(s) if v else None for s, v in zip(same, valid)]
     z = np.arctanh(np.clip(out["real"].to_numpy(dtype=float), -0.999999, 0.999999))
     out["real_significant"] = np.abs(z) * np.sqrt(max(real_rna.n_obs - 3, 1)) > _Z_95
+    out["real_sign_stability"] = [
+        bootstrap_sign_stability(x, y, n_bootstrap=n_bootstrap, method=method, seed=seed)
+        for x, y in real_columns
+    ]
+    out["real_sign_stable"] = out["real_sign_stability"].to_numpy() >= stable_sign
     return out
 
 
