@@ -21,8 +21,13 @@ import warnings
 import pandas as pd
 
 from scvi_gen import datasets
-from scvi_gen.benchmark import TrainTestConfig, markdown_table
-from scvi_gen.benchmark._train_test import drop_unlabelled, split_for_seed, train_generator
+from scvi_gen.benchmark import (
+    TrainTestConfig,
+    drop_unlabelled,
+    markdown_table,
+    split_for_seed,
+    train_generator,
+)
 from scvi_gen.model.cfgen import guidance_sweep
 
 METRICS = ["c2st_auc", "mmd_rbf", "energy_distance", "knn_label_accuracy", "de_logfc_corr"]

@@ -25,13 +25,14 @@ import numpy as np
 import pandas as pd
 
 from scvi_gen import datasets
-from scvi_gen.benchmark._train_test import (
+from scvi_gen.benchmark import (
     TrainTestConfig,
     drop_unlabelled,
     split_for_seed,
     train_and_generate,
 )
 from scvi_gen.metrics import CommonSpace, closest_record_ratio
+from scvi_gen.metrics._evaluate import _stratified_halves
 
 N_PCS = 30
 
@@ -44,8 +45,10 @@ def ratios_for_seed(
     space = CommonSpace(n_hvg=train.n_vars, n_pcs=N_PCS, seed=seed).fit(train)
     train_pcs = space.transform(train).pcs
     test_pcs = space.transform(test).pcs
-    halves = np.random.default_rng(seed).permutation(len(test_pcs))
-    half_a, half_b = np.array_split(halves, 2)
+    # Halves stratified by label, as evaluate()'s floor.
+    half_a, half_b = _stratified_halves(
+        test.obs[config.labels_key].to_numpy(), test.n_obs, np.random.default_rng(seed)
+    )
     rows = [
         {
             "generator": "floor (test half vs half)",

@@ -46,7 +46,7 @@ def _data(n_genes: int):
     import scipy.sparse as sp
 
     from scvi_gen import datasets
-    from scvi_gen.benchmark._train_test import TrainTestConfig, drop_unlabelled, split_for_seed
+    from scvi_gen.benchmark import TrainTestConfig, drop_unlabelled, split_for_seed
 
     try:
         adata = drop_unlabelled(datasets.pbmc3k(), "cell_type")

@@ -9,11 +9,15 @@ from ._timing import EpochTimer, peak_rss_mib, timed_train
 from ._train_test import (
     FLOOR,
     TrainTestConfig,
+    drop_unlabelled,
     floor_ratios,
     generator_settings,
     ratio_to_floor,
     run_train_test,
+    split_for_seed,
     summarize,
+    train_and_generate,
+    train_generator,
 )
 
 __all__ = [
@@ -29,6 +33,7 @@ __all__ = [
     "TrainTestConfig",
     "collect_results",
     "downstream_scores",
+    "drop_unlabelled",
     "floor_ratios",
     "format_value",
     "generator_settings",
@@ -41,8 +46,11 @@ __all__ = [
     "replicate_keys",
     "run_benchmark",
     "run_train_test",
+    "split_for_seed",
     "summarize",
     "timed_train",
+    "train_and_generate",
+    "train_generator",
     "training_sets",
     "write_report",
 ]

@@ -47,7 +47,23 @@ class TrainTestConfig:
 
 
 def drop_unlabelled(adata: ad.AnnData, labels_key: str) -> ad.AnnData:
-    """Copy of ``adata`` without cells whose label is missing, unused categories removed."""
+    """Copy of ``adata`` without cells whose label is missing, unused categories removed.
+
+    Parameters
+    ----------
+    adata
+        Cells with a label column (never modified).
+    labels_key
+        Column of ``adata.obs`` holding the labels.
+
+    Returns
+    -------
+    The labelled cells; their label column is categorical with only used categories.
+
+    Examples
+    --------
+    >>> labelled = drop_unlabelled(adata, "cell_type")
+    """
     keep = adata.obs[labels_key].notna().to_numpy()
     out = adata[keep].copy()
     out.obs[labels_key] = out.obs[labels_key].astype("category").cat.remove_unused_categories()
@@ -69,7 +85,25 @@ def restrict_to_hvgs(
 def split_for_seed(
     adata: ad.AnnData, config: TrainTestConfig, seed: int
 ) -> tuple[ad.AnnData, ad.AnnData]:
-    """Stratified split and, when asked, restriction to the training HVGs."""
+    """The protocol's split of one seed: stratified train/test, then the training HVGs.
+
+    Parameters
+    ----------
+    adata
+        Labelled cells (see :func:`drop_unlabelled`).
+    config
+        ``labels_key``, ``test_size`` and ``n_top_genes`` (0 keeps every gene).
+    seed
+        Seed of the split.
+
+    Returns
+    -------
+    Training and test cells (copies), restricted to the same genes.
+
+    Examples
+    --------
+    >>> train, test = split_for_seed(adata, TrainTestConfig(), seed=0)
+    """
     train, test = datasets.train_test_split(
         adata, labels_key=config.labels_key, test_size=config.test_size, seed=seed
     )
@@ -116,9 +150,24 @@ def train_generator(
 ) -> tuple[Any, float]:
     """Set up, build and train generator ``name`` on a copy of ``train``.
 
+    Parameters
+    ----------
+    name
+        Registered generator name (a key of ``scvi_gen.model.GENERATORS``).
+    train
+        Training cells (never modified: registration works on a copy).
+    config
+        Protocol settings, including per-generator overrides.
+    seed
+        scvi-tools' global seed for the training.
+
     Returns
     -------
     The trained model and the seconds spent training.
+
+    Examples
+    --------
+    >>> model, seconds = train_generator("cfgen", train, TrainTestConfig(), seed=0)
     """
     import scvi
 
@@ -138,9 +187,24 @@ def train_and_generate(
 ) -> tuple[ad.AnnData, dict[str, float]]:
     """Train generator ``name`` on ``train`` and generate test-matched cells per label.
 
+    Parameters
+    ----------
+    name
+        Registered generator name.
+    train, test
+        Training cells, and the held-out cells whose label counts are generated.
+    config
+        Protocol settings.
+    seed
+        Seed of training and generation.
+
     Returns
     -------
     The synthetic cells and the seconds spent training and generating.
+
+    Examples
+    --------
+    >>> synthetic, seconds = train_and_generate("cfgen", train, test, TrainTestConfig(), 0)
     """
     model, train_s = train_generator(name, train, config, seed)
     seconds = {"train_s": train_s}
