@@ -1,5 +1,9 @@
 """Multimodal CFGen on real data: CITE-seq (RNA + protein) and multiome (RNA + ATAC).
 
+Data sets: ``citeseq`` (ECCITE-seq PBMC, 500 cells, 49 proteins), ``citeseq5k`` (10x
+pbmc_5k_protein_v3, 200 cells, 29 TotalSeq-B proteins) and ``multiome`` (10x Multiome PBMC,
+1,000 cells, 45 genes, 174 peaks).
+
 For each data set and seed: split cells into train/test, train one CFGen on all modalities of
 the training cells, generate as many cells as the test set, and print
 
@@ -13,7 +17,7 @@ the training cells, generate as many cells as the test set, and print
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/multimodal.py                # both data sets, seed 0
+    OMP_NUM_THREADS=1 python benchmarks/multimodal.py                # all data sets, seed 0
     OMP_NUM_THREADS=1 python benchmarks/multimodal.py --datasets citeseq --seeds 0 1 2
 
 RNA HVGs (2,000, plus the marker genes of the protein panel) are chosen on the training cells
@@ -70,6 +74,10 @@ TRAIN_KWARGS: dict[str, Any] = {
 DATASETS = {
     "citeseq": {
         "loader": scvi_gen.datasets.citeseq_pbmc,
+        "modalities": {"rna": "rna", "prot": "protein"},
+    },
+    "citeseq5k": {
+        "loader": scvi_gen.datasets.citeseq_pbmc5k,
         "modalities": {"rna": "rna", "prot": "protein"},
     },
     "multiome": {
@@ -271,7 +279,7 @@ def run(name: str, seed: int) -> dict[str, Any]:
 def main() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", default="citeseq,multiome")
+    parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args()
     torch.set_num_threads(1)
