@@ -163,6 +163,7 @@ def marker_table(model: CFGen, train: md.MuData, test: md.MuData, seed: int) -> 
     table.insert(3, "real_train", floor["real"].to_numpy())
     table.insert(4, "real_test", floor["synthetic"].to_numpy())
     table["floor_same_sign"] = floor["same_sign"].to_numpy()
+    table["floor_consistent"] = floor["consistent"].to_numpy()
     print(
         f"\nRNA-protein marker correlations (Pearson; log1p CP10k RNA, CLR protein): "
         f"{N_MARKER_CELLS} generated cells vs all {real.n_obs} real cells; floor: the "
@@ -174,8 +175,15 @@ def marker_table(model: CFGen, train: md.MuData, test: md.MuData, seed: int) -> 
         + _sign_summary(table, "same_sign")
         + "\nsame sign, floor (training vs test cells): "
         + _sign_summary(table, "floor_same_sign")
+        + "\nmagnitude consistent (Fisher z, 5%): generated vs real "
+        + f"{_count(table, 'consistent')}, floor {_count(table, 'floor_consistent')}"
     )
     return table
+
+
+def _count(table: pd.DataFrame, column: str) -> str:
+    valid = table[column].dropna().astype(bool)
+    return f"{int(valid.sum())}/{len(valid)}"
 
 
 def _sign_summary(table: pd.DataFrame, column: str) -> str:

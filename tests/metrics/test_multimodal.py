@@ -162,6 +162,24 @@ def test_compare_marker_correlations_marks_an_uncoupled_pair_sign_unstable():
     assert not bool(out["real_sign_stable"].iloc[0])
 
 
+def test_compare_marker_correlations_flags_an_attenuated_correlation_inconsistent():
+    real = _cite(300, 0)
+    same = compare_marker_correlations(
+        real.mod["rna"], real.mod["prot"], real.mod["rna"], real.mod["prot"], n_bootstrap=10
+    )
+    assert bool(same["consistent"].iloc[0])
+    # Same cells, half of them with shuffled RNA: same sign, weaker correlation.
+    weak = real.mod["rna"].copy()
+    rows = np.arange(weak.n_obs)
+    rows[::2] = np.random.default_rng(0).permutation(rows[::2])
+    weak.X = weak.X[rows]
+    out = compare_marker_correlations(
+        real.mod["rna"], real.mod["prot"], weak, real.mod["prot"], n_bootstrap=10
+    )
+    assert bool(out["same_sign"].iloc[0])
+    assert not bool(out["consistent"].iloc[0])
+
+
 def test_sign_stability_of_a_strong_correlation_is_one():
     rng = np.random.default_rng(0)
     x = rng.normal(size=400)

@@ -629,6 +629,10 @@ def _correlation(x: np.ndarray, y: np.ndarray, method: str) -> float:
     return pearson(x, y)
 
 
+def _fisher_z(correlations: pd.Series) -> np.ndarray:
+    return np.arctanh(np.clip(correlations.to_numpy(dtype=float), -0.999999, 0.999999))
+
+
 def _rowwise_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Pearson correlation of each row of ``x`` with the same row of ``y`` (NaN if constant)."""
     xc = x - x.mean(axis=1, keepdims=True)
@@ -786,7 +790,9 @@ def compare_marker_correlations(
     -------
     Columns ``gene``, ``protein``, ``real``, ``synthetic``, ``same_sign`` (``None`` where
     either correlation is NaN), ``real_significant`` (the real correlation differs from 0 at
-    the 5% level, Fisher z test), ``real_sign_stability`` (:func:`bootstrap_sign_stability`
+    the 5% level, Fisher z test), ``consistent`` (the synthetic correlation does not differ
+    from the real one at the 5% level: Fisher z test of two independent correlations, so an
+    attenuated correlation of the right sign fails it), ``real_sign_stability`` (:func:`bootstrap_sign_stability`
     of the real cells) and ``real_sign_stable`` (stability of at least ``stable_sign``). The
     sign of a real correlation that is not stable is noise: a second sample of real cells
     has the other sign about as often.
@@ -821,8 +827,13 @@ def compare_marker_correlations(
     valid = np.isfinite(out["real"]) & np.isfinite(out["synthetic"])
     same = np.sign(out["real"]) == np.sign(out["synthetic"])
     out["same_sign"] = [bool(s) if v else None for s, v in zip(same, valid)]
-    z = np.arctanh(np.clip(out["real"].to_numpy(dtype=float), -0.999999, 0.999999))
-    out["real_significant"] = np.abs(z) * np.sqrt(max(real_rna.n_obs - 3, 1)) > _Z_95
+    z_real = _fisher_z(out["real"])
+    out["real_significant"] = np.abs(z_real) * np.sqrt(max(real_rna.n_obs - 3, 1)) > _Z_95
+    # Fisher z test of two independent correlations: is the synthetic one within the
+    # sampling noise of the real one (magnitude, not only sign)?
+    spread = np.sqrt(1.0 / max(real_rna.n_obs - 3, 1) + 1.0 / max(synthetic_rna.n_obs - 3, 1))
+    difference = np.abs(z_real - _fisher_z(out["synthetic"])) / spread
+    out["consistent"] = [bool(d <= _Z_95) if v else None for d, v in zip(difference, valid)]
     out["real_sign_stability"] = [
         bootstrap_sign_stability(x, y, n_bootstrap=n_bootstrap, method=method, seed=seed)
         for x, y in real_columns
