@@ -19,6 +19,7 @@ Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/multimodal.py                # all data sets, seed 0
     OMP_NUM_THREADS=1 python benchmarks/multimodal.py --datasets citeseq --seeds 0 1 2
+    OMP_NUM_THREADS=1 python benchmarks/multimodal.py --datasets citeseq5k --fixed-epochs 400 500
 
 RNA HVGs (2,000, plus the marker genes of the protein panel) are chosen on the training cells
 here, not in the model.
@@ -289,7 +290,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--fixed-epochs",
+        type=int,
+        nargs=2,
+        metavar=("AUTOENCODER", "FLOW"),
+        help="train exactly this many epochs per stage: no early stopping, last weights kept",
+    )
     args = parser.parse_args()
+    if args.fixed_epochs:
+        TRAIN_KWARGS.update(
+            early_stopping=False,
+            restore_best=False,
+            max_epochs_autoencoder=args.fixed_epochs[0],
+            max_epochs_flow=args.fixed_epochs[1],
+        )
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.getLogger("lightning").setLevel(logging.ERROR)
