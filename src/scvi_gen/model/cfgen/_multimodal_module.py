@@ -107,8 +107,7 @@ class MultimodalCFGenModule(CFGenModule):
     ----------
     modalities
         The modalities, the one registered as ``X`` first.
-    n_categories, attribute_slots, n_continuous_cov, n_latent, encoder_hidden, decoder_hidden,
-    dropout_rate, norm, dispersion, dispersion_attribute
+    n_categories, attribute_slots, n_continuous_cov, n_latent, encoder_hidden, decoder_hidden, dropout_rate, norm, dispersion, dispersion_attribute
         As in :class:`CFGenModule` (the hidden widths are used by every modality).
     modality_dropout
         Probability that a training cell is encoded from one random modality only.
@@ -305,8 +304,8 @@ class MultimodalCFGenModule(CFGenModule):
 
         Returns
         -------
-        ``{kind: params}``: ``{"mu", "theta"}`` (NB), ``{"rate"}`` (Poisson) or ``{"rate",
-        "probs"}`` (Bernoulli).
+        ``{kind: params}``: ``{"mu", "theta"}`` (NB), ``{"rate"}`` (Poisson) or
+        ``{"rate", "probs"}`` (Bernoulli).
         """
         return {
             spec.kind: self.decode_modality(spec.kind, z, library[:, i : i + 1], codes)
