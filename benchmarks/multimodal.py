@@ -21,8 +21,11 @@ Usage::
     OMP_NUM_THREADS=1 python benchmarks/multimodal.py --datasets citeseq --seeds 0 1 2
     OMP_NUM_THREADS=1 python benchmarks/multimodal.py --datasets citeseq5k --fixed-epochs 400 500
 
-RNA HVGs (2,000, plus the marker genes of the protein panel) are chosen on the training cells
-here, not in the model.
+RNA HVGs (500 by default, plus the marker genes of the protein panel) are chosen on the training
+cells here, not in the model. The CITE-seq sets have 150 and 375 training cells: with 2,000
+genes (``--n-hvg 2000``) the autoencoder early-stops before it separates small populations, and
+generated RNA-protein marker correlations are weaker (citeseq CD8A/CD8 0.52-0.54 against 0.58-0.67
+with 500 genes, real 0.86; 3 seeds each).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from scvi_gen.model.cfgen import CFGen
 
 logger = logging.getLogger(__name__)
 
-N_HVG = 2000
+N_HVG = 500
 N_MARKER_CELLS = 2000
 TEST_SIZE = 0.25
 INIT_KWARGS: dict[str, Any] = {
@@ -101,7 +104,7 @@ def _subset(mdata: md.MuData, idx: np.ndarray, genes: pd.Index | None) -> md.MuD
         return md.MuData(parts)
 
 
-def prepare(name: str, seed: int) -> tuple[md.MuData, md.MuData]:
+def prepare(name: str, seed: int, n_hvg: int = N_HVG) -> tuple[md.MuData, md.MuData]:
     """Train/test MuData of a data set, RNA reduced to training HVGs (+ protein markers)."""
     spec = DATASETS[name]
     full = spec["loader"]()
@@ -109,7 +112,7 @@ def prepare(name: str, seed: int) -> tuple[md.MuData, md.MuData]:
         full = md.MuData({k: full.mod[k] for k in spec["modalities"]})
     train_idx, test_idx = train_test_indices(full, None, test_size=TEST_SIZE, seed=seed)
     rna = full.mod["rna"]
-    genes = select_hvgs(rna.X[train_idx], pd.Index(rna.var_names), N_HVG)
+    genes = select_hvgs(rna.X[train_idx], pd.Index(rna.var_names), n_hvg)
     if "prot" in full.mod:
         markers = [g for g, _ in match_marker_pairs(rna.var_names, full.mod["prot"].var_names)]
         genes = pd.Index(rna.var_names[rna.var_names.isin(genes.union(markers))])
@@ -250,10 +253,10 @@ def atac_prediction(model: CFGen, train: md.MuData, test: md.MuData) -> pd.DataF
     )
 
 
-def run(name: str, seed: int) -> dict[str, Any]:
+def run(name: str, seed: int, n_hvg: int = N_HVG) -> dict[str, Any]:
     """Train, generate and evaluate one data set with one seed; print everything."""
     modalities = DATASETS[name]["modalities"]
-    train, test = prepare(name, seed)
+    train, test = prepare(name, seed, n_hvg)
     print(
         f"\n=== {name} seed {seed}: train {train.n_obs}, test {test.n_obs} cells; "
         + ", ".join(f"{k} {m.n_vars}" for k, m in train.mod.items())
@@ -291,6 +294,9 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument(
+        "--n-hvg", type=int, default=N_HVG, help="RNA HVGs of the training cells (+ markers)"
+    )
+    parser.add_argument(
         "--fixed-epochs",
         type=int,
         nargs=2,
@@ -311,7 +317,7 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     for name in args.datasets.split(","):
         for seed in args.seeds:
-            run(name, seed)
+            run(name, seed, args.n_hvg)
 
 
 if __name__ == "__main__":
