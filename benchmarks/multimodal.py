@@ -186,22 +186,20 @@ def marker_table(model: CFGen, train: md.MuData, test: md.MuData, seed: int) -> 
 
 
 def _count(table: pd.DataFrame, column: str) -> str:
+    """``true/defined`` over the rows where ``column`` is defined."""
     valid = table[column].dropna().astype(bool)
     return f"{int(valid.sum())}/{len(valid)}"
 
 
 def _sign_summary(table: pd.DataFrame, column: str) -> str:
     """Agreeing pairs: all with both signs defined, significant and stable real signs."""
-    valid = table[table[column].notna()]
-    parts = [f"{int(valid[column].astype(bool).sum())}/{len(valid)} pairs with both defined"]
+    parts = [f"{_count(table, column)} pairs with both defined"]
     for flag, what in (
         ("real_significant", "significant (Fisher z, 5%)"),
         ("real_sign_stable", "stable (>= 95% of bootstrap resamples)"),
     ):
-        subset = valid[valid[flag].astype(bool)]
-        parts.append(
-            f"{int(subset[column].astype(bool).sum())}/{len(subset)} with a {what} real sign"
-        )
+        subset = table[table[flag].astype(bool)]
+        parts.append(f"{_count(subset, column)} with a {what} real sign")
     return "; ".join(parts)
 
 
