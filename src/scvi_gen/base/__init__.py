@@ -2,6 +2,7 @@
 
 from scvi_gen._matrix import get_matrix, iter_row_chunks
 
+from ._callbacks import RestoreBestWeights
 from ._conditions import (
     ConditionField,
     build_condition_plan,
@@ -19,6 +20,7 @@ __all__ = [
     "ConditionField",
     "GenerativeMixin",
     "LibrarySizeModel",
+    "RestoreBestWeights",
     "build_condition_plan",
     "condition_fields",
     "counts_per_label",

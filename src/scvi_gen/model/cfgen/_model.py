@@ -17,13 +17,12 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
 from scvi_gen._constants import UNS_KEY
-from scvi_gen.base import ConditionField, GenerativeMixin
+from scvi_gen.base import ConditionField, GenerativeMixin, RestoreBestWeights
 from scvi_gen.base._generative_mixin import _seeded_torch
 from scvi_gen.base._guidance import GuidanceArg, resolve_guidance_weights
 from scvi_gen.base._ode import ODE_METHODS, ODEMethod
 from scvi_gen.base._serialization import to_jsonable
 from scvi_gen.base._validation import iter_row_chunks
-from scvi_gen.model.cfgen._callbacks import RestoreBestWeights
 from scvi_gen.model.cfgen._module import (
     AttributeSlot,
     CFGenModule,

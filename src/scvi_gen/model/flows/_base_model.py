@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
@@ -16,7 +14,7 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
 from scvi_gen._matrix import iter_row_chunks
-from scvi_gen.base import GenerativeMixin
+from scvi_gen.base import GenerativeMixin, RestoreBestWeights
 from scvi_gen.model.flows._conditioning import categorical_slots
 from scvi_gen.model.flows._module import ConditionalFlowModule, TransformBuilder
 from scvi_gen.model.flows._presets import FlowPreset, get_preset
@@ -25,46 +23,6 @@ from scvi_gen.model.flows._representation import n_modelled_genes, select_genes
 logger = logging.getLogger(__name__)
 
 OutputKind = Literal["lognorm", "counts"]
-
-
-class RestoreBestWeights(pl.Callback):
-    """Keep the module weights of the best validation epoch in memory and restore them at the end.
-
-    Parameters
-    ----------
-    monitor
-        Logged validation metric to minimise.
-    """
-
-    def __init__(self, monitor: str = "validation_loss") -> None:
-        super().__init__()
-        self.monitor = monitor
-        self.best_score = float("inf")
-        self.best_epoch: int | None = None
-        self._best_state: dict[str, torch.Tensor] | None = None
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Snapshot the module when the monitored metric improves."""
-        score = trainer.callback_metrics.get(self.monitor)
-        if score is None or trainer.sanity_checking:
-            return
-        score = float(score)
-        if np.isfinite(score) and score < self.best_score:
-            self.best_score = score
-            self.best_epoch = trainer.current_epoch
-            state = pl_module.module.state_dict()
-            self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Load the best snapshot back into the module."""
-        if self._best_state is not None:
-            pl_module.module.load_state_dict(copy.deepcopy(self._best_state))
-            logger.info(
-                "Restored weights of epoch %s (%s %.4f).",
-                self.best_epoch,
-                self.monitor,
-                self.best_score,
-            )
 
 
 def _with_fused_optimizer(plan: dict[str, Any]) -> dict[str, Any]:

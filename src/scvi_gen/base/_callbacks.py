@@ -18,7 +18,8 @@ class RestoreBestWeights(Callback):
     """Restore the module's weights of the epoch with the best validation metric at the end.
 
     Unlike scvi-tools' ``SaveCheckpoint`` nothing is written to disk: the best state dict is
-    kept in memory (CPU copies), which suits small modules trained many short epochs.
+    kept in memory (CPU copies), which suits small modules trained many short epochs. Used by
+    every generator whose ``train`` takes ``restore_best``.
 
     Parameters
     ----------
@@ -27,6 +28,7 @@ class RestoreBestWeights(Callback):
 
     Examples
     --------
+    >>> from scvi_gen.base import RestoreBestWeights
     >>> model.train(callbacks=[RestoreBestWeights("validation_loss")])
     """
 
