@@ -29,7 +29,7 @@ with 500 genes, real 0.86; 3 seeds each).
 
 Longer training trades distribution fit for marker fidelity. ``--fixed-epochs 1000 3000``
 (3 seeds): magnitude-consistent marker pairs rise from 9-14 to 15-17 of 24 (citeseq) and from
-3-6 to 10-11 of 20 (citeseq5k), but citeseq RNA C2ST rises from 0.54 to 0.63 (floor 0.53) and
+3-6 to 8-11 of 20 (citeseq5k), but citeseq RNA C2ST rises from 0.54 to 0.63 (floor 0.53) and
 RNA -> protein Pearson falls from 0.49-0.53 to 0.43-0.47. The default keeps early stopping.
 """
 
