@@ -127,14 +127,33 @@ def prepare(name: str, seed: int, n_hvg: int = N_HVG) -> tuple[md.MuData, md.MuD
     return _subset(full, train_idx, genes), _subset(full, test_idx, genes)
 
 
-def train_model(train: md.MuData, modalities: dict[str, str], seed: int) -> tuple[CFGen, float]:
-    """Set up, build and train a multimodal CFGen; return it and the training time."""
+def train_model(
+    train: md.MuData,
+    modalities: dict[str, str],
+    seed: int,
+    train_kwargs: dict[str, Any] | None = None,
+) -> tuple[CFGen, float]:
+    """Set up, build and train a multimodal CFGen; return it and the training time.
+
+    ``train_kwargs`` replaces :data:`TRAIN_KWARGS` (see :func:`fixed_epoch_kwargs`).
+    """
     scvi_gen_seed(seed)
     CFGen.setup_mudata(train, modalities={_SETUP_ARG[k]: n for n, k in modalities.items()})
     model = CFGen(train, **INIT_KWARGS)
     start = time.perf_counter()
-    model.train(**TRAIN_KWARGS)
+    model.train(**(TRAIN_KWARGS if train_kwargs is None else train_kwargs))
     return model, time.perf_counter() - start
+
+
+def fixed_epoch_kwargs(autoencoder: int, flow: int) -> dict[str, Any]:
+    """:data:`TRAIN_KWARGS` for exactly these epochs per stage (no early stopping)."""
+    return {
+        **TRAIN_KWARGS,
+        "early_stopping": False,
+        "restore_best": False,
+        "max_epochs_autoencoder": autoencoder,
+        "max_epochs_flow": flow,
+    }
 
 
 def scvi_gen_seed(seed: int) -> None:
@@ -259,7 +278,9 @@ def atac_prediction(model: CFGen, train: md.MuData, test: md.MuData) -> pd.DataF
     )
 
 
-def run(name: str, seed: int, n_hvg: int = N_HVG) -> dict[str, Any]:
+def run(
+    name: str, seed: int, n_hvg: int = N_HVG, train_kwargs: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Train, generate and evaluate one data set with one seed; print everything."""
     modalities = DATASETS[name]["modalities"]
     train, test = prepare(name, seed, n_hvg)
@@ -267,7 +288,7 @@ def run(name: str, seed: int, n_hvg: int = N_HVG) -> dict[str, Any]:
         f"\n=== {name} seed {seed}: train {train.n_obs}, test {test.n_obs} cells; "
         + ", ".join(f"{k} {m.n_vars}" for k, m in train.mod.items())
     )
-    model, seconds = train_model(train, modalities, seed)
+    model, seconds = train_model(train, modalities, seed, train_kwargs)
     epochs = {k: len(v) for k, v in model.history_.items() if k.endswith("train_loss")}
     print(f"trained in {seconds:.0f} s, epochs {epochs}")
     start = time.perf_counter()
@@ -310,20 +331,14 @@ def main() -> None:
         help="train exactly this many epochs per stage: no early stopping, last weights kept",
     )
     args = parser.parse_args()
-    if args.fixed_epochs:
-        TRAIN_KWARGS.update(
-            early_stopping=False,
-            restore_best=False,
-            max_epochs_autoencoder=args.fixed_epochs[0],
-            max_epochs_flow=args.fixed_epochs[1],
-        )
+    train_kwargs = fixed_epoch_kwargs(*args.fixed_epochs) if args.fixed_epochs else None
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     for name in args.datasets.split(","):
         for seed in args.seeds:
-            run(name, seed, args.n_hvg)
+            run(name, seed, args.n_hvg, train_kwargs)
 
 
 if __name__ == "__main__":
