@@ -37,7 +37,7 @@ from ._distances import energy_distance, mmd_bandwidths, mmd_rbf, wasserstein
 from ._evaluate import _labels_of, _match_label_composition, _stratified_halves
 from ._gene_stats import gene_mean_correlation, gene_variance_correlation, library_size_distance
 from ._prdc import precision_recall_density_coverage
-from ._utils import pearson
+from ._utils import pearson, rowwise_pearson
 
 logger = logging.getLogger(__name__)
 
@@ -633,15 +633,6 @@ def _fisher_z(correlations: pd.Series) -> np.ndarray:
     return np.arctanh(np.clip(correlations.to_numpy(dtype=float), -0.999999, 0.999999))
 
 
-def _rowwise_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each row of ``x`` with the same row of ``y`` (NaN if constant)."""
-    xc = x - x.mean(axis=1, keepdims=True)
-    yc = y - y.mean(axis=1, keepdims=True)
-    denominator = np.sqrt((xc**2).sum(axis=1) * (yc**2).sum(axis=1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(denominator > 0, (xc * yc).sum(axis=1) / denominator, np.nan)
-
-
 def bootstrap_sign_stability(
     x: np.ndarray,
     y: np.ndarray,
@@ -697,7 +688,7 @@ def bootstrap_sign_stability(
         if method == "spearman":
             xs = pd.DataFrame(xs.T).rank().to_numpy().T
             ys = pd.DataFrame(ys.T).rank().to_numpy().T
-        kept += int((np.sign(_rowwise_correlation(xs, ys)) == sign).sum())
+        kept += int((np.sign(rowwise_pearson(xs, ys)) == sign).sum())
     return kept / n_bootstrap
 
 

@@ -143,12 +143,27 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a[finite], b[finite]
     if a.size < 2:
         return float("nan")
-    a_centered = a - a.mean()
-    b_centered = b - b.mean()
-    denominator = np.sqrt(np.sum(a_centered**2) * np.sum(b_centered**2))
-    if denominator == 0:
-        return float("nan")
-    return float(np.clip(np.sum(a_centered * b_centered) / denominator, -1.0, 1.0))
+    return float(rowwise_pearson(a[None, :], b[None, :])[0])
+
+
+def rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each row of ``x`` with the same row of ``y``.
+
+    Parameters
+    ----------
+    x, y
+        ``(n, m)`` finite arrays of the same shape.
+
+    Returns
+    -------
+    ``(n,)`` correlations clipped to [-1, 1]; NaN for a row where either input is constant.
+    """
+    x_centered = x - x.mean(axis=1, keepdims=True)
+    y_centered = y - y.mean(axis=1, keepdims=True)
+    denominator = np.sqrt((x_centered**2).sum(axis=1) * (y_centered**2).sum(axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = (x_centered * y_centered).sum(axis=1) / denominator
+    return np.where(denominator > 0, np.clip(ratio, -1.0, 1.0), np.nan)
 
 
 def label_array(labels: np.ndarray | Sequence[object] | pd.Series) -> np.ndarray:
