@@ -51,6 +51,12 @@ def test_flow_matching_loss_decreases(trained):
     assert loss[-5:].mean() < loss[:5].mean()
 
 
+def test_flow_stage_keeps_a_moving_average_of_every_step(trained):
+    _, model = trained
+    assert int(model.module.ema_updates) > 0
+    assert model.module.uses_ema()  # eval mode after training: generation uses the average
+
+
 def test_generate_returns_integer_counts_for_requested_labels(trained):
     adata, model = trained
     syn = model.generate(labels={"type0": 7, "type2": 5}, seed=0, progress_bar=False)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from scvi_gen.model.cfgen._module import AttributeSlot, CFGenModule
@@ -73,3 +74,69 @@ def test_zero_library_cells_have_finite_reconstruction_loss():
     _, _, loss = module(tensors)
     assert torch.isfinite(loss.loss)
     assert torch.isfinite(loss.reconstruction_loss["reconstruction_loss"]).all()
+
+
+def _shift_flow_weights(module: CFGenModule, amount: float) -> None:
+    with torch.no_grad():
+        for p in torch.nn.ModuleList(module.flow_modules).parameters():
+            p.add_(amount)
+
+
+def test_first_ema_update_mixes_weights_with_the_ramped_decay():
+    module = toy_module()
+    module.set_stage("flow")
+    module.reset_ema()
+    start = [p.clone() for p in module.ema_flow.parameters()]
+    _shift_flow_weights(module, 1.0)
+    module.update_ema()
+    decay = 2.0 / 11.0  # (1 + n) / (10 + n) at n = 1, below the cap
+    for before, averaged in zip(start, module.ema_flow.parameters()):
+        assert torch.allclose(averaged, before + (1.0 - decay), atol=1e-6)
+
+
+def test_flow_runs_on_the_average_only_in_eval_mode_after_an_update():
+    module = toy_module()
+    module.set_stage("flow")
+    module.reset_ema()
+    module.eval()
+    assert module.flow_networks()[2] is module.velocity_net  # no update yet
+    module.update_ema()
+    assert module.flow_networks()[2] is module.ema_flow[2]
+    module.train()
+    assert module.flow_networks()[2] is module.velocity_net
+    assert not module.ema_flow.training
+
+
+def test_ema_is_not_updated_in_the_autoencoder_stage_or_when_off():
+    module = toy_module()
+    module.update_ema()
+    assert int(module.ema_updates) == 0
+    off = CFGenModule(
+        n_input=10, n_categories=[2], attribute_slots=[AttributeSlot("labels", 0)], ema_decay=0.0
+    )
+    off.set_stage("flow")
+    off.update_ema()
+    assert int(off.ema_updates) == 0
+
+
+def test_state_without_an_average_loads_and_uses_the_trained_flow():
+    module = toy_module()
+    module.set_stage("flow")
+    module.reset_ema()
+    _shift_flow_weights(module, 1.0)
+    module.update_ema()
+    old_format = {
+        k: v for k, v in module.state_dict().items() if not k.startswith(("ema_flow.", "ema_"))
+    }
+    fresh = toy_module()
+    fresh.load_state_dict(old_format)
+    fresh.eval()
+    assert int(fresh.ema_updates) == 0
+    assert fresh.flow_networks()[2] is fresh.velocity_net
+    for loaded, trained in zip(fresh.velocity_net.parameters(), module.velocity_net.parameters()):
+        assert torch.equal(loaded, trained)
+
+
+def test_ema_decay_outside_zero_one_is_rejected():
+    with pytest.raises(ValueError, match="ema_decay"):
+        CFGenModule(n_input=10, n_categories=[], attribute_slots=[], ema_decay=1.0)

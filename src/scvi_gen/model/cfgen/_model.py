@@ -32,6 +32,7 @@ from scvi_gen.model.cfgen._module import (
 )
 from scvi_gen.model.cfgen._multimodal import AtacLikelihood, MultimodalMixin
 from scvi_gen.model.cfgen._sampling import sample_nb_csr, sample_nb_dense
+from scvi_gen.nn._ema import EMACallback
 from scvi_gen.nn._mlp import Norm
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,10 @@ class CFGen(MultimodalMixin, GenerativeMixin, UnsupervisedTrainingMixin, BaseMod
         Condition the flow on the log library size (the decoder multiplies by it).
     sigma_min
         Width of the conditional-OT path at the data end.
+    ema_decay
+        Largest decay of the exponential moving average of the flow's weights, which
+        validation, early stopping and generation use (0 turns it off). The average spans
+        about the last tenth of the flow's training steps, capped at ``1 / (1 - ema_decay)``.
     ode_method
         Default solver of :meth:`generate` and :meth:`transfer`: ``"euler"``, ``"midpoint"``,
         ``"heun"``, ``"rk4"`` or the adaptive ``"dopri5"``. Change it later with
@@ -155,6 +160,7 @@ class CFGen(MultimodalMixin, GenerativeMixin, UnsupervisedTrainingMixin, BaseMod
         condition_dropout: float | None = None,
         condition_on_library: bool = True,
         sigma_min: float = 1e-4,
+        ema_decay: float = 0.999,
         ode_method: ODEMethod = "midpoint",
         ode_steps: int = 20,
         default_guidance: float | Mapping[str, float] = 1.0,
@@ -182,6 +188,7 @@ class CFGen(MultimodalMixin, GenerativeMixin, UnsupervisedTrainingMixin, BaseMod
             "condition_dropout": condition_dropout,
             "condition_on_library": condition_on_library,
             "sigma_min": sigma_min,
+            "ema_decay": ema_decay,
         }
         if self.is_multimodal:
             self.module = self._build_multimodal_module(
@@ -449,6 +456,9 @@ class CFGen(MultimodalMixin, GenerativeMixin, UnsupervisedTrainingMixin, BaseMod
         self.module.train()
         plan = self._training_plan_cls(self.module, **self._plan_kwargs(stage, plan_kwargs))
         trainer_kwargs = dict(common)
+        if stage == "flow":
+            self.module.reset_ema()
+            trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), EMACallback()]
         trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
         trainer_kwargs.setdefault("early_stopping_patience", patience)
         if restore_best:

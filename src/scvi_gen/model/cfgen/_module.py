@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ from scvi_gen.base._guidance import (
 )
 from scvi_gen.base._ode import ODEMethod, solve_ode
 from scvi_gen.model.cfgen._sampling import sample_nb_dense
+from scvi_gen.nn._ema import ema_step
 from scvi_gen.nn._embeddings import ConditionEmbedding, TimeEmbedding
 from scvi_gen.nn._mlp import MLP, Norm, ResNetMLP
 
@@ -29,6 +31,11 @@ Dispersion = Literal["gene", "gene-label", "gene-batch"]
 
 #: Seed of the fixed noise used for validation losses of the flow (comparable across epochs).
 _VALIDATION_SEED = 0
+
+
+def _check_ema_decay(decay: float) -> None:
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"`ema_decay` must be in [0, 1) (0 turns the average off), got {decay}.")
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,14 @@ class CFGenModule(BaseModuleClass):
     n_library
         Number of library sizes per cell (one per modality for multimodal data); the flow gets
         each of them when ``condition_on_library``.
+    ema_decay
+        Largest decay of the exponential moving average of the flow's weights (``ema_flow``),
+        which validation and sampling use once it has been updated; 0 turns it off.
     """
+
+    #: Host copy of the ``ema_updates`` buffer: reading the buffer on every ODE step or
+    #: optimiser step would synchronise with the GPU.
+    _n_ema_updates: int = 0
 
     def __init__(
         self,
@@ -125,8 +139,10 @@ class CFGenModule(BaseModuleClass):
         condition_on_library: bool = True,
         sigma_min: float = 1e-4,
         n_library: int = 1,
+        ema_decay: float = 0.999,
     ):
         super().__init__()
+        _check_ema_decay(ema_decay)
         self.n_input = n_input
         self.n_latent = n_latent
         self.attribute_slots = list(attribute_slots)
@@ -136,6 +152,7 @@ class CFGenModule(BaseModuleClass):
         self.condition_dropout = condition_dropout
         self.condition_on_library = condition_on_library
         self.sigma_min = sigma_min
+        self.ema_decay = ema_decay
         self.stage: Stage = "autoencoder"
 
         self.encoder = MLP(n_input, n_latent, encoder_hidden, norm=norm, dropout=dropout_rate)
@@ -149,6 +166,8 @@ class CFGenModule(BaseModuleClass):
         self.velocity_net = ResNetMLP(
             n_latent, n_latent, flow_hidden, flow_blocks, n_context=flow_context
         )
+        self.ema_flow = copy.deepcopy(torch.nn.ModuleList(self.flow_modules)).requires_grad_(False)
+        self.register_buffer("ema_updates", torch.tensor(0, dtype=torch.long))
         # Statistics of the training data, restored from the state dict on load.
         self.register_buffer("latent_mean", torch.zeros(n_latent))
         self.register_buffer("latent_std", torch.ones(n_latent))
@@ -193,14 +212,63 @@ class CFGenModule(BaseModuleClass):
         self.train(self.training)
 
     def train(self, mode: bool = True) -> CFGenModule:
-        """Set train/eval mode; the frozen autoencoder stays in eval mode during stage 2."""
+        """Set train/eval mode; the frozen autoencoder (stage 2) and the EMA stay in eval mode."""
         super().train(mode)
+        self.ema_average.eval()
         if self.stage == "flow":
             # Lightning calls train() on the whole module at every epoch; without this the
             # frozen encoder's dropout/batch-norm would run in train mode (published CFGen bug).
             for module in self.autoencoder_modules:
                 module.eval()
         return self
+
+    # -------------------------------------------------------------- the EMA
+    @property
+    def ema_average(self) -> torch.nn.Module:
+        """The moving average of :attr:`flow_modules` (same parameter order)."""
+        return self.ema_flow
+
+    def reset_ema(self) -> None:
+        """Restart the moving average from the current flow weights."""
+        self.ema_average.load_state_dict(torch.nn.ModuleList(self.flow_modules).state_dict())
+        self.ema_updates.zero_()
+        self._n_ema_updates = 0
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """One moving-average step of the flow's weights (called after every optimiser step).
+
+        The decay ramps up as ``(1 + n) / (10 + n)`` (capped at ``ema_decay``), so the average
+        spans roughly the last tenth of training, however long that is.
+        """
+        if self.stage != "flow" or self.ema_decay == 0:
+            return
+        self._n_ema_updates += 1
+        self.ema_updates.fill_(self._n_ema_updates)
+        live = torch.nn.ModuleList(self.flow_modules)
+        ema_step(self.ema_average, live, self._n_ema_updates, self.ema_decay)
+
+    def uses_ema(self) -> bool:
+        """Whether the flow runs on its moving average: in eval mode, once it was updated."""
+        return not self.training and self._n_ema_updates > 0
+
+    def flow_networks(self) -> tuple[TimeEmbedding, ConditionEmbedding, ResNetMLP]:
+        """Time embedding, condition embedding and velocity network (averaged when in use)."""
+        networks = self.ema_average if self.uses_ema() else self.flow_modules
+        time_embedding, condition_embedding, velocity_net = networks
+        return time_embedding, condition_embedding, velocity_net
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
+        """Load weights; a state without a moving average (saved before it existed) gets none."""
+        state = dict(state_dict)
+        if "ema_updates" not in state:
+            # Zero updates: the placeholder average is never used until training updates it.
+            for key, value in self.ema_average.state_dict().items():
+                state.setdefault(f"ema_flow.{key}", value)
+            state["ema_updates"] = torch.zeros_like(self.ema_updates)
+        result = super().load_state_dict(state, *args, **kwargs)
+        self._n_ema_updates = int(self.ema_updates)
+        return result
 
     # ------------------------------------------------------------- conditions
     def attribute_codes(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -310,12 +378,14 @@ class CFGenModule(BaseModuleClass):
     # -------------------------------------------------------------- the flow
     def condition_bias(self, codes: torch.Tensor, continuous: torch.Tensor | None) -> torch.Tensor:
         """Per-block biases of the conditions (constant along an ODE solve)."""
-        return self.velocity_net.context_bias(self.condition_embedding(codes, continuous))
+        _, condition_embedding, velocity_net = self.flow_networks()
+        return velocity_net.context_bias(condition_embedding(codes, continuous))
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Velocity at states ``x`` and times ``t`` (scalar or ``(n,)``) given condition biases."""
-        time_bias = self.velocity_net.context_bias(self.time_embedding(t))
-        return self.velocity_net(x, bias=bias + time_bias)
+        time_embedding, _, velocity_net = self.flow_networks()
+        time_bias = velocity_net.context_bias(time_embedding(t))
+        return velocity_net(x, bias=bias + time_bias)
 
     def flow_matching_loss(
         self, z: torch.Tensor, codes: torch.Tensor, continuous: torch.Tensor | None

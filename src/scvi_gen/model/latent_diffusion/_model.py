@@ -20,7 +20,6 @@ from scvi_gen.model.cfgen._model import CFGen, _first_not_none
 from scvi_gen.model.cfgen._module import AttributeSlot, Dispersion, Stage
 from scvi_gen.model.cfgen._sampling import sample_nb_csr
 from scvi_gen.model.latent_diffusion._module import LatentDiffusionModule
-from scvi_gen.nn._ema import EMACallback
 
 logger = logging.getLogger(__name__)
 
@@ -292,10 +291,8 @@ class LatentDiffusion(CFGen):
                 stage, splitter, max_epochs, patience, plan_kwargs, common, restore_best
             )
         module = self.module
-        module.reset_ema()
         module.eval()
         module.set_latent_cache(t[REGISTRY_KEYS.X_KEY] for t in self._batches(None, None, None))
-        common = {**common, "callbacks": [*common.get("callbacks", []), EMACallback()]}
         try:
             return super()._train_stage(
                 stage, splitter, max_epochs, patience, plan_kwargs, common, restore_best

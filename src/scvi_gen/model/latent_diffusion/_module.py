@@ -11,7 +11,6 @@ from scvi.module.base import BaseModuleClass, auto_move_data
 
 from scvi_gen.model.cfgen._module import AttributeSlot, CFGenModule, Dispersion
 from scvi_gen.model.latent_diffusion._prior import LatentDiT
-from scvi_gen.nn._ema import ema_step
 from scvi_gen.nn._embeddings import ConditionEmbedding
 from scvi_gen.nn._set_attention import GeneQueryDecoder, SetPoolingEncoder
 
@@ -183,32 +182,14 @@ class LatentDiffusionModule(CFGenModule):
         """The DiT (its moving average is never trained directly)."""
         return [self.prior]
 
-    def train(self, mode: bool = True) -> LatentDiffusionModule:
-        """Set train/eval mode; frozen autoencoder and EMA copy stay in eval mode."""
-        super().train(mode)
-        self.ema_prior.eval()
-        return self
-
-    # -------------------------------------------------------------- the EMA
-    def reset_ema(self) -> None:
-        """Restart the moving average from the current prior weights."""
-        self.ema_prior.load_state_dict(self.prior.state_dict())
-        self.ema_updates.zero_()
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        """One moving-average step of the prior's weights (called after every optimiser step).
-
-        The decay ramps up as ``(1 + n) / (10 + n)`` so early averages follow the weights.
-        """
-        if self.stage != "flow":
-            return
-        self.ema_updates += 1
-        ema_step(self.ema_prior, self.prior, int(self.ema_updates), self.ema_decay)
+    @property
+    def ema_average(self) -> torch.nn.Module:
+        """The moving average of the DiT, in the order of :attr:`flow_modules`."""
+        return torch.nn.ModuleList([self.ema_prior])
 
     def prior_network(self) -> LatentDiT:
         """The EMA prior in eval mode once it has been updated, the trained prior otherwise."""
-        if not self.training and int(self.ema_updates) > 0:
+        if self.uses_ema():
             return self.ema_prior
         return self.prior
 
