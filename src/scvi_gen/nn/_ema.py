@@ -48,7 +48,7 @@ class EMACallback(Callback):
 
     Examples
     --------
-    >>> model.train(callbacks=[EMACallback()])  # added automatically by DiscreteDiffusion
+    >>> model.train(callbacks=[EMACallback()])  # DiscreteDiffusion and CFGen add it
     """
 
     def on_train_batch_end(
