@@ -253,3 +253,15 @@ def test_multimodal_table_ratios():
     table = multimodal_table(df)
     assert float(table["ratio_to_floor"].iloc[0]) == pytest.approx(2.0)
     assert not bool(table["higher_is_better"].iloc[0])
+
+
+def test_compare_marker_correlations_counts_the_real_cells_detecting_the_gene():
+    real = _cite(100, 0)
+    counts = np.zeros(real.mod["rna"].shape, dtype=np.float32)
+    gene = list(real.mod["rna"].var_names).index("hg19_CD3E")
+    counts[:, (gene + 1) % counts.shape[1]] = 5  # another gene keeps every library non-zero
+    counts[[3, 17, 42], gene] = [1, 2, 7]
+    rna = real.mod["rna"].copy()
+    rna.X = sp.csr_matrix(counts)
+    out = compare_marker_correlations(rna, real.mod["prot"], rna, real.mod["prot"], n_bootstrap=5)
+    assert out["real_gene_cells"].tolist() == [3]

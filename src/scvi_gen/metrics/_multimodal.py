@@ -784,9 +784,11 @@ def compare_marker_correlations(
     the 5% level, Fisher z test), ``consistent`` (the synthetic correlation does not differ
     from the real one at the 5% level: Fisher z test of two independent correlations, so an
     attenuated correlation of the right sign fails it), ``real_sign_stability`` (:func:`bootstrap_sign_stability`
-    of the real cells) and ``real_sign_stable`` (stability of at least ``stable_sign``). The
-    sign of a real correlation that is not stable is noise: a second sample of real cells
-    has the other sign about as often.
+    of the real cells), ``real_sign_stable`` (stability of at least ``stable_sign``) and
+    ``real_gene_cells`` (real cells in which the gene is detected). The sign of a real
+    correlation that is not stable is noise: a second sample of real cells has the other sign
+    about as often; a correlation carried by a handful of detecting cells is fragile even when
+    its sign is stable.
 
     Examples
     --------
@@ -830,6 +832,7 @@ def compare_marker_correlations(
         for x, y in real_columns
     ]
     out["real_sign_stable"] = out["real_sign_stability"].to_numpy() >= stable_sign
+    out["real_gene_cells"] = [int(np.count_nonzero(x)) for x, _ in real_columns]
     return out
 
 
