@@ -140,3 +140,18 @@ def test_state_without_an_average_loads_and_uses_the_trained_flow():
 def test_ema_decay_outside_zero_one_is_rejected():
     with pytest.raises(ValueError, match="ema_decay"):
         CFGenModule(n_input=10, n_categories=[], attribute_slots=[], ema_decay=1.0)
+
+
+def test_loading_through_a_wrapper_restores_the_update_count():
+    # Lightning loads the training plan, not the module: the count must follow the buffer.
+    module = toy_module()
+    module.set_stage("flow")
+    module.reset_ema()
+    module.update_ema()
+    module.update_ema()
+    wrapper = torch.nn.Module()
+    wrapper.module = toy_module()
+    wrapper.load_state_dict({f"module.{k}": v for k, v in module.state_dict().items()})
+    wrapper.module.eval()
+    assert wrapper.module.uses_ema()
+    assert wrapper.module.flow_networks()[2] is wrapper.module.ema_flow[2]

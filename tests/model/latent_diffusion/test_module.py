@@ -139,3 +139,18 @@ def test_latent_noise_zero_keeps_training_decoding_exact():
 def test_negative_latent_noise_is_rejected():
     with pytest.raises(ValueError, match="latent_noise"):
         _module(latent_noise=-0.1)
+
+
+def test_state_without_the_prior_average_loads_with_it_unused():
+    module = _module()
+    module.set_stage("flow")
+    module.reset_ema()
+    module.update_ema()
+    old_format = {
+        k: v for k, v in module.state_dict().items() if not k.startswith(("ema_prior.", "ema_"))
+    }
+    fresh = _module()
+    fresh.load_state_dict(old_format)
+    fresh.eval()
+    assert int(fresh.ema_updates) == 0
+    assert fresh.prior_network() is fresh.prior

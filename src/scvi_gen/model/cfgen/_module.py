@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -118,6 +118,8 @@ class CFGenModule(BaseModuleClass):
     #: Host copy of the ``ema_updates`` buffer: reading the buffer on every ODE step or
     #: optimiser step would synchronise with the GPU.
     _n_ema_updates: int = 0
+    #: Attribute holding the averaged networks (their keys in saved states).
+    _ema_attribute: str = "ema_flow"
 
     def __init__(
         self,
@@ -258,17 +260,21 @@ class CFGenModule(BaseModuleClass):
         time_embedding, condition_embedding, velocity_net = networks
         return time_embedding, condition_embedding, velocity_net
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
-        """Load weights; a state without a moving average (saved before it existed) gets none."""
-        state = dict(state_dict)
-        if "ema_updates" not in state:
-            # Zero updates: the placeholder average is never used until training updates it.
-            for key, value in self.ema_average.state_dict().items():
-                state.setdefault(f"ema_flow.{key}", value)
-            state["ema_updates"] = torch.zeros_like(self.ema_updates)
-        result = super().load_state_dict(state, *args, **kwargs)
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        """Load this module's own tensors; also runs when a wrapper (Lightning) is loaded.
+
+        A state saved before the moving average existed gets the current (never used) average
+        and zero updates; the host copy of the update count follows the loaded buffer.
+        """
+        if f"{prefix}ema_updates" not in state_dict:
+            average = getattr(self, self._ema_attribute)
+            for key, value in average.state_dict().items():
+                state_dict.setdefault(f"{prefix}{self._ema_attribute}.{key}", value)
+            state_dict[f"{prefix}ema_updates"] = torch.zeros_like(self.ema_updates)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._n_ema_updates = int(self.ema_updates)
-        return result
 
     # ------------------------------------------------------------- conditions
     def attribute_codes(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -182,6 +182,8 @@ class LatentDiffusionModule(CFGenModule):
         """The DiT (its moving average is never trained directly)."""
         return [self.prior]
 
+    _ema_attribute = "ema_prior"
+
     @property
     def ema_average(self) -> torch.nn.Module:
         """The moving average of the DiT, in the order of :attr:`flow_modules`."""
