@@ -14,6 +14,7 @@ from scvi_gen.metrics import (
     compare_marker_correlations,
     evaluate_multimodal,
     infer_modality_kinds,
+    joint_sign_stability,
     marker_correlations,
     match_marker_pairs,
     multimodal_table,
@@ -265,3 +266,73 @@ def test_compare_marker_correlations_counts_the_real_cells_detecting_the_gene():
     rna.X = sp.csr_matrix(counts)
     out = compare_marker_correlations(rna, real.mod["prot"], rna, real.mod["prot"], n_bootstrap=5)
     assert out["real_gene_cells"].tolist() == [3]
+
+
+def _stability_of(cite: md.MuData, pair: tuple[str, str], n_bootstrap: int) -> float:
+    out = compare_marker_correlations(
+        cite.mod["rna"],
+        cite.mod["prot"],
+        cite.mod["rna"],
+        cite.mod["prot"],
+        [pair],
+        n_bootstrap=n_bootstrap,
+        seed=5,
+    )
+    return float(out["real_sign_stability"].iloc[0])
+
+
+def test_joint_sign_stability_of_a_repeated_pair_is_its_own_stability():
+    cite = _cite(60, 0, couple=False)
+    pair = ("hg19_CD3E", "CD3")
+    joint = joint_sign_stability(
+        cite.mod["rna"], cite.mod["prot"], [pair, pair], n_bootstrap=300, seed=5
+    )
+    assert 0.5 < joint < 1.0
+    assert joint == _stability_of(cite, pair, 300)
+
+
+def test_joint_sign_stability_with_a_sure_pair_is_the_other_pairs_stability():
+    # CD3E/CD3 keeps its sign in every resample, so only the uncoupled pair can flip.
+    cite = _cite(80, 0)
+    noise = ("hg19_G10", "IgG1")
+    assert _stability_of(cite, ("hg19_CD3E", "CD3"), 300) == 1.0
+    joint = joint_sign_stability(
+        cite.mod["rna"], cite.mod["prot"], [("hg19_CD3E", "CD3"), noise], n_bootstrap=300, seed=5
+    )
+    assert joint == _stability_of(cite, noise, 300) < 1.0
+
+
+def test_joint_sign_stability_is_at_most_each_pairs_stability():
+    cite = _cite(80, 1, couple=False)
+    pairs = [("hg19_CD3E", "CD3"), ("hg19_G10", "IgG1"), ("hg19_G12", "CD14")]
+    joint = joint_sign_stability(cite.mod["rna"], cite.mod["prot"], pairs, n_bootstrap=300, seed=5)
+    assert joint <= min(_stability_of(cite, p, 300) for p in pairs)
+
+
+def test_marker_stability_column_of_each_pair_matches_the_single_pair_function():
+    # All pairs are resampled together; each column must still be that pair's own stability.
+    cite = _cite(70, 2, couple=False)
+    pairs = [("hg19_CD3E", "CD3"), ("hg19_G10", "IgG1"), ("hg19_G12", "CD14")]
+    out = compare_marker_correlations(
+        cite.mod["rna"],
+        cite.mod["prot"],
+        cite.mod["rna"],
+        cite.mod["prot"],
+        pairs,
+        n_bootstrap=200,
+    )
+    counts = cite.mod["rna"].X.toarray()
+    cp10k = np.log1p(counts * (1e4 / counts.sum(axis=1, keepdims=True)))
+    clr = clr_transform(cite.mod["prot"].X.toarray())
+    genes, prots = list(cite.mod["rna"].var_names), list(cite.mod["prot"].var_names)
+    for row, (gene, prot) in enumerate(pairs):
+        x, y = cp10k[:, genes.index(gene)], clr[:, prots.index(prot)]
+        assert out["real_sign_stability"].iloc[row] == bootstrap_sign_stability(
+            x, y, n_bootstrap=200
+        )
+
+
+def test_joint_sign_stability_rejects_different_cells():
+    cite = _cite(50, 0)
+    with pytest.raises(ValueError, match="not the same cells"):
+        joint_sign_stability(cite.mod["rna"], cite.mod["prot"][:40])
