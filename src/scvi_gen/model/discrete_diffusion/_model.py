@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import scanpy as sc
 import scipy.sparse as sp
 import torch
 from anndata import AnnData
@@ -19,9 +18,9 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
 from scvi_gen._constants import LOGNORM_LAYER, UNS_KEY
 from scvi_gen._matrix import iter_row_chunks
-from scvi_gen._threads import torch_threads_kept
 from scvi_gen.base import GenerativeMixin
 from scvi_gen.base._generative_mixin import _seeded_torch
+from scvi_gen.metrics import select_hvgs
 from scvi_gen.model.discrete_diffusion._module import (
     TARGET_SUM,
     DiscreteDiffusionModule,
@@ -699,35 +698,7 @@ def _select_genes(
         return np.sort(var_names.get_indexer([str(g) for g in gene_set]))
     if n_genes == len(var_names):
         return np.arange(len(var_names))
-    shell = AnnData(X=sp.csr_matrix(matrix), var=pd.DataFrame(index=var_names))
-    try:
-        with torch_threads_kept():
-            table = sc.pp.highly_variable_genes(
-                shell, flavor="seurat_v3", n_top_genes=n_genes, inplace=False
-            )
-        rank = table["highly_variable_rank"].to_numpy(dtype=float)
-    except ValueError as err:  # skmisc's loess fails on tiny or degenerate data
-        warnings.warn(
-            f"seurat_v3 HVG selection failed ({err}); using the genes with the highest "
-            "variance-to-mean ratio instead.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        rank = -_dispersion(matrix)
-    order = np.argsort(np.where(np.isfinite(rank), rank, np.inf), kind="stable")
-    return np.sort(order[:n_genes])
-
-
-def _dispersion(matrix: Any) -> np.ndarray:
-    total = np.zeros(matrix.shape[1])
-    total_sq = np.zeros(matrix.shape[1])
-    for block in iter_row_chunks(matrix):
-        block = sp.csr_matrix(block, dtype=np.float64)
-        total += np.asarray(block.sum(axis=0)).ravel()
-        total_sq += np.asarray(block.multiply(block).sum(axis=0)).ravel()
-    mean = total / matrix.shape[0]
-    var = total_sq / matrix.shape[0] - mean**2
-    return np.divide(var, mean, out=np.zeros_like(mean), where=mean > 0)
+    return np.sort(var_names.get_indexer(select_hvgs(matrix, var_names, n_genes)))
 
 
 def _modelled_values(
