@@ -166,10 +166,45 @@ class GenerativeMixin:
         state = getattr(self, "library_size_model_", None)
         return None if state is None else LibrarySizeModel.from_dict(state)
 
-    def _generated_var_names(self) -> pd.Index:
-        """Names of the features the model generates (the training genes by default)."""
+    def _training_var_names(self) -> pd.Index:
+        """Names of the registered genes, in the training order."""
         column_names = self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]
         return pd.Index([str(v) for v in column_names["column_names"]])
+
+    def _generated_var_names(self) -> pd.Index:
+        """Names of the features the model generates (the training genes by default)."""
+        return self._training_var_names()
+
+    # ------------------------------------------------------------------ new data
+    def _validate_anndata(self, adata: Any = None, copy_if_view: bool = True) -> Any:
+        """scvi-tools' registration of ``adata``, after :meth:`_check_new_data` for new data.
+
+        scvi-tools transfers the training setup to data a model has not seen without looking
+        at its genes or values: genes in another order would silently be read as the training
+        genes, and NaN or normalised values would reach the networks.
+        """
+        if adata is not None and adata is not self.adata:
+            self._check_new_data(adata)
+        return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+
+    def _check_new_data(self, adata: AnnData) -> None:
+        """Training genes in the training order, condition columns and values as at setup."""
+        if not isinstance(adata, AnnData):
+            raise TypeError(
+                f"Expected an AnnData set up like the training data, got {type(adata).__name__}."
+            )
+        _check_var_names(adata, self._training_var_names().to_numpy(), "the model's genes")
+        args = self.registry_["setup_args"]
+        validate_setup_input(
+            adata,
+            layer=args.get("layer"),
+            labels_key=args.get("labels_key"),
+            batch_key=args.get("batch_key"),
+            categorical_covariate_keys=args.get("categorical_covariate_keys"),
+            continuous_covariate_keys=args.get("continuous_covariate_keys"),
+            require_counts=self._requires_counts,
+        )
+        check_known_categories(adata.obs, self.condition_fields)
 
     # --------------------------------------------------------------- generation
     def _generate_chunk(
@@ -453,22 +488,37 @@ class GenerativeMixin:
         return model
 
 
-def _check_var_names(adata: AnnData, saved: np.ndarray) -> None:
+def check_known_categories(obs: pd.DataFrame, fields: Sequence[ConditionField]) -> None:
+    """Raise when a categorical condition column of new data has a category never trained on."""
+    for field in fields:
+        if field.is_categorical and field.obs_key in obs:
+            field.encode(obs[field.obs_key].astype(str).to_numpy())
+
+
+def _check_var_names(
+    adata: AnnData, saved: np.ndarray, what: str = "the saved model", where: str = "this AnnData"
+) -> None:
+    """Raise unless ``adata`` has exactly the features ``saved``, in that order."""
     saved = pd.Index([str(v) for v in saved])
     given = pd.Index(adata.var_names.astype(str))
     if given.equals(saved):
         return
     missing = saved.difference(given)
     extra = given.difference(saved)
+    if len(missing) == 0 and len(extra) == 0:
+        problem = "the same genes in another order"
+    else:
+        problem = (
+            f"{len(missing)} missing (e.g. {list(missing[:5])}), {len(extra)} extra "
+            f"(e.g. {list(extra[:5])})"
+        )
     hint = (
-        "reorder/subset it with adata[:, saved_genes]"
+        "reorder/subset it with adata[:, model_genes].copy()"
         if len(missing) == 0
         else "the data lacks genes the model was trained on"
     )
     raise ValueError(
-        f"The genes of this AnnData don't match the saved model ({len(saved)} genes): "
-        f"{len(missing)} missing (e.g. {list(missing[:5])}), {len(extra)} extra "
-        f"(e.g. {list(extra[:5])}); {hint}."
+        f"The genes of {where} don't match {what} ({len(saved)} genes): {problem}; {hint}."
     )
 
 

@@ -18,16 +18,22 @@ def _values(block: np.ndarray | sp.spmatrix) -> np.ndarray:
     return block.data if sp.issparse(block) else np.asarray(block)
 
 
-def check_not_empty(adata: AnnData) -> None:
-    """Raise when ``adata`` has no cells or no genes."""
+def check_not_empty(adata: AnnData, what: str = "The AnnData") -> None:
+    """Raise when ``adata`` has no cells or no genes; ``what`` names it in the error."""
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise ValueError(
-            f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes); "
-            "pass data with at least one cell and one gene."
+            f"{what} is empty ({adata.n_obs} cells x {adata.n_vars} features); "
+            "pass data with at least one cell and one feature."
         )
 
 
-def check_values(matrix: np.ndarray | sp.spmatrix, *, require_counts: bool, where: str) -> None:
+#: How to point a model that needs counts at them, for :func:`check_values`.
+LAYER_FIX = "Pass `layer=` naming a layer with raw integer counts, e.g. adata.layers['counts']."
+
+
+def check_values(
+    matrix: np.ndarray | sp.spmatrix, *, require_counts: bool, where: str, fix: str = LAYER_FIX
+) -> None:
     """Check for NaN/inf, and for non-negative integers when a model needs counts.
 
     Parameters
@@ -38,6 +44,8 @@ def check_values(matrix: np.ndarray | sp.spmatrix, *, require_counts: bool, wher
         Whether values must be non-negative integers.
     where
         How to name the matrix in errors (``"adata.X"``, ``"adata.layers['counts']"``).
+    fix
+        The sentence telling the user where the raw counts should come from.
     """
     for block in iter_row_chunks(matrix):
         values = _values(block)
@@ -49,14 +57,12 @@ def check_values(matrix: np.ndarray | sp.spmatrix, *, require_counts: bool, wher
             continue
         if np.any(values < 0):
             raise ValueError(
-                f"{where} contains negative values, but this model needs raw counts. "
-                "Pass `layer=` naming a layer with raw integer counts."
+                f"{where} contains negative values, but this model needs raw counts. {fix}"
             )
         if np.any(values != np.round(values)):
             raise ValueError(
                 f"{where} contains non-integer values, but this model needs raw counts "
-                "(it looks normalised or log-transformed). Pass `layer=` naming a layer with "
-                "raw integer counts, e.g. adata.layers['counts']."
+                f"(it looks normalised or log-transformed). {fix}"
             )
 
 

@@ -321,3 +321,45 @@ def test_generate_before_training_is_an_error():
         model.transfer(adata, to={"cell_type": "type1"})
     with pytest.raises(ValueError, match="untrained"):
         model.train(max_epochs_autoencoder=0)
+
+
+# ------------------------------------------------------------- new data
+def _new_cells(adata):
+    """A copy of the training cells, as a user would pass new data (not the registered one)."""
+    new = adata.copy()
+    new.obs = new.obs[["cell_type", "batch"]].copy()
+    return new
+
+
+def test_new_data_with_genes_in_another_order_is_rejected(trained):
+    adata, model = trained
+    new = _new_cells(adata)[:, adata.var_names[::-1]].copy()
+    with pytest.raises(ValueError, match="same genes in another order"):
+        model.get_latent_representation(new)
+
+
+def test_new_data_with_nan_is_rejected(trained):
+    adata, model = trained
+    new = _new_cells(adata)
+    new.X = new.X.toarray() if sp.issparse(new.X) else new.X.copy()
+    new.X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        model.transfer(new, to={"batch": "b0"})
+
+
+def test_new_data_with_an_unknown_label_is_rejected(trained):
+    adata, model = trained
+    new = _new_cells(adata)
+    new.obs["cell_type"] = new.obs["cell_type"].astype(str).replace({"type0": "typeZ"})
+    with pytest.raises(ValueError, match=r"Unknown 'cell_type' categories \['typeZ'\]"):
+        model.get_latent_representation(new)
+
+
+def test_new_data_with_the_training_genes_gives_the_training_latents(trained):
+    adata, model = trained
+    np.testing.assert_allclose(
+        model.get_latent_representation(_new_cells(adata)),
+        model.get_latent_representation(),
+        rtol=1e-5,
+        atol=1e-6,
+    )

@@ -381,3 +381,88 @@ def test_bernoulli_probabilities_sum_to_the_open_peaks():
     target = torch.tensor([[0.0], [3.0], [20.0], [45.0]])
     probs = -torch.expm1(-bernoulli_rates(proportions, target))
     torch.testing.assert_close(probs.sum(dim=-1, keepdim=True), target, atol=1e-3, rtol=1e-4)
+
+
+# ------------------------------------------------------------- new data
+def _copy(mdata):
+    with md.set_options(pull_on_update=False):
+        new = md.MuData({k: m.copy() for k, m in mdata.mod.items()})
+    new.obs["cell_type"] = mdata.obs["cell_type"].to_numpy()
+    return new
+
+
+def _with_modality(mdata, name, part):
+    mods = {k: m.copy() for k, m in mdata.mod.items()}
+    mods[name] = part
+    with md.set_options(pull_on_update=False):
+        new = md.MuData(mods)
+    new.obs["cell_type"] = mdata.obs["cell_type"].reindex(new.obs_names).to_numpy()
+    return new
+
+
+def test_prediction_rejects_a_modality_with_cells_in_another_order(trained, mdata):
+    prot = mdata.mod["prot"]
+    shuffled = _with_modality(mdata, "prot", prot[prot.obs_names[::-1]].copy())
+    with pytest.raises(ValueError, match="'prot' does not hold the MuData's cells in the same"):
+        trained.predict_modality(shuffled, from_="prot", to="rna")
+
+
+def test_transfer_rejects_a_modality_with_cells_in_another_order(trained, mdata):
+    prot = mdata.mod["prot"]
+    shuffled = _with_modality(mdata, "prot", prot[prot.obs_names[::-1]].copy())
+    with pytest.raises(ValueError, match="same order"):
+        trained.transfer(shuffled, to={"cell_type": "type1"}, seed=0)
+
+
+def test_transfer_rejects_genes_in_another_order(trained, mdata):
+    rna = mdata.mod["rna"]
+    reordered = _with_modality(mdata, "rna", rna[:, rna.var_names[::-1]].copy())
+    with pytest.raises(ValueError, match="genes of modality 'rna' don't match"):
+        trained.transfer(reordered, to={"cell_type": "type1"}, seed=0)
+
+
+def test_latent_of_new_mudata_rejects_nan_proteins(trained, mdata):
+    new = _copy(mdata)
+    values = new.mod["prot"].X.toarray()
+    values[3, 2] = np.nan
+    new.mod["prot"].X = values
+    with pytest.raises(ValueError, match=r"mdata\['prot'\].X contains NaN"):
+        trained.get_latent_representation(new)
+
+
+def test_latent_of_a_copied_mudata_matches_the_training_one(trained, mdata):
+    np.testing.assert_allclose(
+        trained.get_latent_representation(_copy(mdata)),
+        trained.get_latent_representation(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_a_modality_named_twice_is_rejected(mdata):
+    with pytest.raises(ValueError, match=r"names \['rna'\] for more than one layer"):
+        CFGen.setup_mudata(mdata, modalities={"rna_layer": "rna", "protein_layer": "rna"})
+
+
+def test_prediction_needs_the_layer_the_model_was_trained_on(mdata):
+    layered = _copy(mdata)
+    for mod in layered.mod.values():
+        mod.layers["counts"] = mod.X.copy()
+    CFGen.setup_mudata(layered, rna_layer="counts", protein_layer="counts", modalities=ALL)
+    model = CFGen(layered, **SMALL)
+    model.train(max_epochs_autoencoder=1, max_epochs_flow=1, enable_progress_bar=False)
+    with pytest.raises(KeyError, match="no layer 'counts'"):
+        model.predict_modality(mdata.mod["rna"].copy(), from_="rna", to="prot")
+
+
+def test_library_sizes_of_the_wrong_length_are_explained(trained, mdata):
+    with pytest.raises(ValueError, match=r"one number or one per cell \(5\), got 2"):
+        trained.generate(5, library_size={"rna": [100, 200]}, seed=0, progress_bar=False)
+    with pytest.raises(ValueError, match=r"one per cell \(120\), got 2"):
+        trained.predict_modality(mdata, from_="rna", to="prot", library_size=[1.0, 2.0])
+
+
+def test_an_empty_modality_is_named(mdata):
+    empty = _with_modality(mdata, "prot", mdata.mod["prot"][:, []].copy())
+    with pytest.raises(ValueError, match="Modality 'prot' is empty"):
+        CFGen.setup_mudata(empty, modalities=ALL)

@@ -115,3 +115,11 @@ def test_default_generation_chunk_is_the_flows_smaller_one(trained):
     default = model.generate(n, seed=5, progress_bar=False)
     explicit = model.generate(n, seed=5, batch_size=MAFFlow._generation_chunk, progress_bar=False)
     assert (default.X != explicit.X).nnz == 0
+
+
+def test_log_prob_of_new_cells_with_genes_in_another_order_is_rejected(trained):
+    # Read positionally, shuffled genes would be scored as the training genes.
+    adata, model = trained
+    shuffled = adata[:, adata.var_names[::-1]].copy()
+    with pytest.raises(ValueError, match="same genes in another order"):
+        model.log_prob(shuffled)

@@ -22,7 +22,11 @@ from scvi.data import AnnDataManager, fields
 from scvi_gen._constants import MDATA_FILE, UNS_KEY
 from scvi_gen._matrix import get_matrix, iter_row_chunks
 from scvi_gen.base._conditions import labels_field, observed_conditions
-from scvi_gen.base._generative_mixin import _check_var_names, _seeded_torch
+from scvi_gen.base._generative_mixin import (
+    _check_var_names,
+    _seeded_torch,
+    check_known_categories,
+)
 from scvi_gen.base._validation import (
     check_categorical_complete,
     check_continuous_finite,
@@ -130,19 +134,18 @@ def validate_mudata_input(
                 f"(available: {available})."
             )
         mod = mdata.mod[name]
-        check_not_empty(mod)
-        if mod.n_obs != mdata.n_obs or not mod.obs_names.equals(mdata.obs_names):
-            raise ValueError(
-                f"Modality {name!r} does not hold the MuData's cells in the same order "
-                f"({mod.n_obs} of {mdata.n_obs} cells). Keep only cells measured in every "
-                "modality, e.g. mudata.pp.intersect_obs(mdata)."
-            )
+        check_not_empty(mod, f"Modality {name!r}")
+        check_cells_aligned(mdata, name)
         where = f"mdata[{name!r}].X" if layer is None else f"mdata[{name!r}].layers[{layer!r}]"
         try:
             matrix = get_matrix(mod, layer)
         except KeyError as err:
             raise KeyError(f"{where}: {err.args[0]}") from None
-        check_values(matrix, require_counts=True, where=where)
+        fix = (
+            f"Pass `{LAYER_ARGS[kind]}=` naming a layer of mdata[{name!r}] with raw integer "
+            "counts."
+        )
+        check_values(matrix, require_counts=True, where=where, fix=fix)
     categorical = [labels_key, batch_key, *(categorical_covariate_keys or [])]
     for key in [*categorical, *(continuous_covariate_keys or [])]:
         if key is not None and key not in mdata.obs:
@@ -158,6 +161,20 @@ def validate_mudata_input(
             )
     check_categorical_complete(mdata, categorical)
     check_continuous_finite(mdata, continuous_covariate_keys)
+
+
+def check_cells_aligned(mdata: MuData, name: str) -> None:
+    """Raise unless modality ``name`` holds exactly the MuData's cells, in the same order."""
+    mod = mdata.mod[name]
+    if mod.n_obs == mdata.n_obs and mod.obs_names.equals(mdata.obs_names):
+        return
+    other = next((k for k in mdata.mod if k != name), name)
+    raise ValueError(
+        f"Modality {name!r} does not hold the MuData's cells in the same order "
+        f"({mod.n_obs} of {mdata.n_obs} cells). Keep the cells measured in every modality, in "
+        f"one order, e.g. cells = mdata[{other!r}].obs_names.intersection(mdata[{name!r}]"
+        ".obs_names), then mudata.MuData({k: a[cells].copy() for k, a in mdata.mod.items()})."
+    )
 
 
 def _quiet_mudata() -> Any:
@@ -361,10 +378,8 @@ class MultimodalMixin:
         order = [s.kind for s in self.module.modalities]
         fixed = {}
         for key, value in library_size.items():
-            sizes = np.broadcast_to(np.asarray(value, dtype=np.float64), (n,))
-            if np.any(~np.isfinite(sizes)) or np.any(sizes <= 0):
-                raise ValueError(f"`library_size[{key!r}]` must be positive and finite.")
-            fixed[order.index(self._modality(key).kind)] = np.array(sizes)
+            sizes = _per_cell_sizes(value, n, f"library_size[{key!r}]")
+            fixed[order.index(self._modality(key).kind)] = sizes
         return fixed
 
     def _generated_var_names(self) -> pd.Index:
@@ -562,11 +577,7 @@ class MultimodalMixin:
             raise ValueError(f"Cannot predict {to!r} from itself.")
         matrices, obs = self._source_matrices(mdata, source_specs)
         n = len(obs)
-        fixed = None
-        if library_size is not None:
-            fixed = np.broadcast_to(np.asarray(library_size, dtype=np.float64), (n,))
-            if np.any(~np.isfinite(fixed)) or np.any(fixed <= 0):
-                raise ValueError("`library_size` must be positive and finite.")
+        fixed = None if library_size is None else _per_cell_sizes(library_size, n, "library_size")
         seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
         position = [s.kind for s in self.module.modalities].index(target.kind)
         module = self.module
@@ -618,6 +629,8 @@ class MultimodalMixin:
                 raise KeyError(
                     f"Modalities {missing} are not in the MuData (available: {list(data.mod)})."
                 )
+            for spec in specs:
+                check_cells_aligned(data, spec.name)
             parts = [data.mod[s.name] for s in specs]
             obs = data.obs
         elif isinstance(data, AnnData):
@@ -633,9 +646,15 @@ class MultimodalMixin:
             part = _training_features(part, self._feature_names(spec), spec.name)
             layer = self.registry_["setup_args"].get(LAYER_ARGS[spec.kind])
             if layer is not None and layer not in part.layers:
-                layer = None
+                raise KeyError(
+                    f"Modality {spec.name!r} has no layer {layer!r}, where the model read its "
+                    f"counts in training (layers: {list(part.layers)}); put the raw counts "
+                    f"there, e.g. rna.layers[{layer!r}] = rna.X for that modality's AnnData rna."
+                )
             matrix = get_matrix(part, layer)
-            check_values(matrix, require_counts=True, where=f"modality {spec.name!r}")
+            where = f"modality {spec.name!r}" + ("" if layer is None else f", layer {layer!r}")
+            fix = "Pass the raw integer counts the model was trained on."
+            check_values(matrix, require_counts=True, where=where, fix=fix)
             matrices.append(matrix)
         obs = obs.loc[:, [c for c in obs.columns if not str(c).startswith("_scvi")]].copy()
         return matrices, obs
@@ -720,16 +739,54 @@ class MultimodalMixin:
         model = super().load(dir_path, adata=None, device=device, prefix=prefix)
         if not model.is_multimodal:
             raise ValueError("The saved model was set up with setup_anndata: pass an AnnData.")
-        for spec in model.module.modalities:
-            if spec.name not in adata.mod:
-                raise KeyError(
-                    f"The saved model needs modality {spec.name!r}; the MuData has "
-                    f"{list(adata.mod)}."
-                )
-            _check_var_names(adata.mod[spec.name], model._feature_names(spec).to_numpy())
-        # Sets the MuData up with the saved registry and attaches it to the model.
+        # Checks the MuData (_check_new_data), sets it up with the saved registry and
+        # attaches it to the model.
         model._validate_anndata(adata)
         return model
+
+    def _check_new_data(self, adata: Any) -> None:
+        """A MuData with the training modalities, features, cells in one order and counts."""
+        if not self.is_multimodal:
+            super()._check_new_data(adata)
+            return
+        if not isinstance(adata, MuData):
+            raise TypeError(
+                f"This CFGen was set up with setup_mudata: pass a MuData with the modalities "
+                f"{self.modality_names}, got {type(adata).__name__}."
+            )
+        for spec in self.module.modalities:
+            if spec.name not in adata.mod:
+                raise KeyError(
+                    f"The model needs modality {spec.name!r}; the MuData has {list(adata.mod)}."
+                )
+            _check_var_names(
+                adata.mod[spec.name],
+                self._feature_names(spec).to_numpy(),
+                "the model's features",
+                f"modality {spec.name!r}",
+            )
+        args = self.registry_["setup_args"]
+        validate_mudata_input(
+            adata,
+            {s.kind: (s.name, args.get(LAYER_ARGS[s.kind])) for s in self.module.modalities},
+            labels_key=args.get("labels_key"),
+            batch_key=args.get("batch_key"),
+            categorical_covariate_keys=args.get("categorical_covariate_keys"),
+            continuous_covariate_keys=args.get("continuous_covariate_keys"),
+        )
+        check_known_categories(adata.obs, self.condition_fields)
+
+
+def _per_cell_sizes(value: Any, n: int, argument: str) -> np.ndarray:
+    """Library sizes of ``n`` cells from one number or one per cell; clear errors otherwise."""
+    sizes = np.asarray(value, dtype=np.float64)
+    if sizes.ndim > 1 or sizes.size not in (1, n):
+        raise ValueError(
+            f"`{argument}` must be one number or one per cell ({n}), got {sizes.size} values."
+        )
+    if np.any(~np.isfinite(sizes)) or np.any(sizes <= 0):
+        raise ValueError(f"`{argument}` must be positive and finite.")
+    return np.array(np.broadcast_to(sizes, (n,)))
 
 
 def _training_features(part: AnnData, wanted: pd.Index, name: str) -> AnnData:
@@ -766,4 +823,10 @@ def _check_modalities_arg(modalities: Mapping[str, str] | None) -> dict[str, str
     names = {k: v for k, v in modalities.items() if v is not None}
     if not names:
         raise ValueError(f"`modalities` names no modality; e.g. {example}.")
+    repeated = sorted({v for v in names.values() if list(names.values()).count(v) > 1})
+    if repeated:
+        raise ValueError(
+            f"`modalities` names {repeated} for more than one layer argument; every modality "
+            f"is modelled once, with one likelihood: e.g. {example}."
+        )
     return dict(names)
