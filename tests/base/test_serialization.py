@@ -31,3 +31,17 @@ def test_unknown_types_are_refused():
 
     with pytest.raises(TypeError, match="Cannot store"):
         dumps({"x": Custom()})
+
+
+def test_frames_keep_labels_that_look_like_numbers_or_dates():
+    frame = pd.DataFrame(
+        {
+            "leiden": ["0", "1", "01"],
+            "day": ["2020-01-01", "2020-02-01", "x"],
+            "age": [1.5, np.nan, 3.0],
+        }
+    )
+    back = loads(dumps({"df": frame}))["df"]
+    assert back["leiden"].tolist() == ["0", "1", "01"]
+    assert back["day"].tolist() == ["2020-01-01", "2020-02-01", "x"]
+    np.testing.assert_array_equal(back["age"].to_numpy(), frame["age"].to_numpy())

@@ -91,7 +91,14 @@ def from_jsonable(obj: Any) -> Any:
             return arr.reshape(obj["shape"])
         return np.asarray(data, dtype=np.dtype(obj["dtype"])).reshape(obj["shape"])
     if tag == "dataframe":
-        return pd.read_json(StringIO(obj["data"]), orient="split")
+        # No inference: labels such as "0" or "01" and dates must come back as the strings they were.
+        return pd.read_json(
+            StringIO(obj["data"]),
+            orient="split",
+            dtype=False,
+            convert_dates=False,
+            convert_axes=False,
+        )
     if tag == "tuple":
         return tuple(from_jsonable(v) for v in obj["data"])
     if tag == "dict":

@@ -123,3 +123,19 @@ def test_log_prob_of_new_cells_with_genes_in_another_order_is_rejected(trained):
     shuffled = adata[:, adata.var_names[::-1]].copy()
     with pytest.raises(ValueError, match="same genes in another order"):
         model.log_prob(shuffled)
+
+
+def test_save_load_keeps_labels_that_look_like_numbers(tmp_path):
+    # Leiden clusters ("0", "1") and donors ("01") must not come back as integers.
+    adata = make_counts_adata(n_cells=60, n_genes=20)
+    adata.obs["leiden"] = adata.obs["cell_type"].cat.codes.astype(str)
+    adata.obs["donor"] = np.where(np.arange(60) % 2, "01", "02")
+    MAFFlow.setup_anndata(adata, labels_key="leiden", batch_key="donor")
+    model = MAFFlow(adata, n_top_genes=10, **SMALL)
+    model.train(max_epochs=1, batch_size=30, enable_progress_bar=False)
+    model.save(tmp_path / "maf")
+    loaded = MAFFlow.load(tmp_path / "maf")
+    a = model.generate(12, seed=3, progress_bar=False)
+    b = loaded.generate(12, seed=3, progress_bar=False)
+    assert b.obs["donor"].astype(str).tolist() == a.obs["donor"].astype(str).tolist()
+    assert (a.X != b.X).nnz == 0
