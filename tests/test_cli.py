@@ -58,3 +58,20 @@ def test_train_generate_evaluate_round_trip(tmp_path, capsys):
 def test_bad_labels_argument_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="NAME=COUNT"):
         main(["generate", "--model", str(tmp_path), "--labels", "B=x", "--out", "o.h5ad"])
+
+
+def test_bad_data_is_one_line_on_stderr(tmp_path, capsys):
+    adata = make_counts_adata(n_cells=20, n_genes=10)
+    adata.X = adata.X / 2.0  # not counts
+    adata.write_h5ad(tmp_path / "half.h5ad")
+    code = main(["train", "--data", str(tmp_path / "half.h5ad"), "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("scvi-gen: error: adata.X contains non-integer values")
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_training_into_an_existing_directory_fails_before_training(tmp_path):
+    (tmp_path / "m").mkdir()
+    with pytest.raises(SystemExit, match="already exists; pass --overwrite"):
+        main(["train", "--data", str(tmp_path / "missing.h5ad"), "--out", str(tmp_path / "m")])

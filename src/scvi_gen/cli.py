@@ -86,10 +86,15 @@ def cmd_train(args: argparse.Namespace) -> None:
     """Set up, train and save a generator on an .h5ad file."""
     from scvi_gen.model._registry import get_generator
 
+    if Path(args.out).exists() and not args.overwrite:
+        raise SystemExit(
+            f"error: {args.out} already exists; pass --overwrite or choose another --out."
+        )
     adata = _read_h5ad(args.data)
     spec = get_generator(args.generator)
     model_cls = spec.model_class()
-    if args.labels_key and adata.obs[args.labels_key].isna().any():
+    # A missing column gets setup_anndata's clear error below.
+    if args.labels_key in adata.obs and adata.obs[args.labels_key].isna().any():
         n = int(adata.obs[args.labels_key].isna().sum())
         logger.warning("Dropping %d cells without %s.", n, args.labels_key)
         adata = adata[adata.obs[args.labels_key].notna()].copy()
@@ -244,7 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="scvi-gen",
         description="Train single-cell generators, generate synthetic cells and evaluate them.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log progress (INFO); show tracebacks of errors",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
@@ -344,6 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Errors that report bad input (data, arguments, files): one line, not a traceback.
+_USER_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``scvi-gen`` command."""
     args = build_parser().parse_args(argv)
@@ -351,7 +365,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    args.func(args)
+    try:
+        args.func(args)
+    except _USER_ERRORS as err:
+        if args.verbose:
+            raise
+        message = err.args[0] if len(err.args) == 1 else str(err)
+        print(f"scvi-gen: error: {message} (--verbose shows the traceback)", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -85,3 +85,31 @@ def test_unspecified_continuous_covariate_is_copied_from_training_cells():
     assert plan["age"].notna().all()
     assert plan.loc[plan.cell_type == "A", "age"].isin([1.0, 2.0, 3.0]).all()
     assert plan.loc[plan.cell_type == "B", "age"].isin([7.0, 8.0, 9.0]).all()
+
+
+@pytest.mark.parametrize(
+    ("n_cells", "labels", "match"),
+    [
+        (None, {"A": 2.7}, r"labels\['A'\] must be a whole number"),
+        (2.5, "A", "`n_cells` must be a whole number"),
+        (None, {"A": -1}, "non-negative"),
+        (None, {"A": "3"}, "whole number of cells, got '3'"),
+    ],
+)
+def test_cell_counts_must_be_whole_non_negative_numbers(n_cells, labels, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        _labels(n_cells, labels)
+
+
+def test_whole_float_cell_counts_are_accepted():
+    assert _labels(None, {"A": 2.0}) == ["A", "A"]
+
+
+@pytest.mark.parametrize(("value", "match"), [(np.nan, "NaN or infinite"), ("old", "numbers")])
+def test_continuous_covariates_must_be_finite_numbers(value, match):
+    age = ConditionField("age", "extra_continuous_covs", 0, None)
+    training = pd.DataFrame({"cell_type": ["A"], "age": [1.0]})
+    with pytest.raises(ValueError, match=match):
+        build_condition_plan(
+            [FIELD, age], training, ["A"] * 2, {"age": value}, np.random.default_rng(0)
+        )

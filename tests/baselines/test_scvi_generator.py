@@ -91,6 +91,16 @@ def test_load_with_adata_checks_genes(trained, tmp_path):
         SCVIGenerator.load(tmp_path / "model", adata=wrong)
 
 
+def test_load_with_adata_names_an_unknown_label(trained, tmp_path):
+    adata, model = trained
+    model.save(tmp_path / "model")
+    other = adata.copy()
+    other.obs = other.obs[["cell_type", "batch"]].copy()
+    other.obs["cell_type"] = other.obs["cell_type"].astype(str).replace({"type0": "typeX"})
+    with pytest.raises(ValueError, match=r"Unknown 'cell_type' categories \['typeX'\]"):
+        SCVIGenerator.load(tmp_path / "model", adata=other)
+
+
 def test_saved_files_load_without_unpickling(trained, tmp_path):
     import torch
 

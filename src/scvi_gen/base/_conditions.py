@@ -143,13 +143,13 @@ def counts_per_label(
             "`labels` was given but the model was set up without `labels_key`; call "
             "setup_anndata(adata, labels_key=...) before training to generate by label."
         )
+    if n_cells is not None:
+        n_cells = _cell_count(n_cells, "`n_cells`")
     if isinstance(labels, Mapping):
-        if n_cells is not None and n_cells != sum(labels.values()):
+        counts = {name: _cell_count(n, f"labels[{name!r}]") for name, n in labels.items()}
+        if n_cells is not None and n_cells != sum(counts.values()):
             raise ValueError("`n_cells` disagrees with the sum of the `labels` counts; omit it.")
-        for name, n in labels.items():
-            if int(n) < 0:
-                raise ValueError(f"Negative number of cells ({n}) requested for label {name!r}.")
-        plan = [str(name) for name, n in labels.items() for _ in range(int(n))]
+        plan = [str(name) for name, n in counts.items() for _ in range(n)]
     elif isinstance(labels, str):
         plan = [labels] * _require_n_cells(n_cells)
     elif labels is not None:
@@ -173,9 +173,18 @@ def counts_per_label(
 def _require_n_cells(n_cells: int | None) -> int:
     if n_cells is None:
         raise ValueError("Pass `n_cells`, or `labels` as {category: n} or a list of labels.")
-    if n_cells < 0:
-        raise ValueError(f"`n_cells` must be non-negative, got {n_cells}.")
-    return int(n_cells)
+    return n_cells
+
+
+def _cell_count(value: Any, name: str) -> int:
+    """A number of cells: a non-negative whole number (2.0 is fine, 2.7 is refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a whole number of cells, got {value!r}.")
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a non-negative number of cells, got {value}.")
+    if value != int(value):
+        raise ValueError(f"{name} must be a whole number of cells, got {value}.")
+    return int(value)
 
 
 def build_condition_plan(
@@ -236,8 +245,22 @@ def build_condition_plan(
                 [str(v) for v in column], categories=list(field.categories)
             )
         else:
-            out[field.obs_key] = np.asarray(column, dtype=np.float32)
+            out[field.obs_key] = _continuous_values(column, field.obs_key)
     return out
+
+
+def _continuous_values(column: np.ndarray, key: str) -> np.ndarray:
+    """A continuous covariate as finite float32 values; a clear error otherwise."""
+    try:
+        values = np.asarray(column, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"covariates[{key!r}] is a continuous covariate and needs numbers, got "
+            f"{sorted({str(v) for v in column})[:5]}."
+        ) from None
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"covariates[{key!r}] has NaN or infinite values; give finite numbers.")
+    return values
 
 
 def _draw_training_rows(

@@ -37,7 +37,7 @@ from scvi_gen.base._conditions import (
     observed_conditions,
     plan_to_tensors,
 )
-from scvi_gen.base._library_size import LibrarySizeModel
+from scvi_gen.base._library_size import LibrarySizeModel, per_cell_sizes
 from scvi_gen.base._serialization import dumps, loads, to_jsonable
 from scvi_gen.base._setup import generator_fields
 from scvi_gen.base._validation import iter_row_chunks, validate_setup_input
@@ -282,15 +282,17 @@ class GenerativeMixin:
         >>> syn = model.generate(labels={"B": 500, "NK": 200}, seed=0)
         """
         self._check_if_trained(warn=True)
+        batch_size = self._generation_chunk if batch_size is None else int(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be positive (or None), got {batch_size}.")
         seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
+        if seed < 0:
+            raise ValueError(f"`seed` must be a non-negative integer (or None), got {seed}.")
         rng = np.random.default_rng(seed)
         plan = self._condition_plan(n_cells, labels, covariates, rng)
         n = len(plan)
         library = self._plan_library_sizes(plan, library_size, rng)
         tensors = plan_to_tensors(plan, self.condition_fields, n)
-        batch_size = int(batch_size or self._generation_chunk)
-        if batch_size < 1:
-            raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
         var_names = self._generated_var_names()
         blocks = []
         self.module.eval()
@@ -340,9 +342,7 @@ class GenerativeMixin:
         if self._output_kind != "counts" and library_size is None:
             return None
         if library_size is not None:
-            sizes = np.broadcast_to(np.asarray(library_size, dtype=np.float64), (len(plan),))
-            if np.any(~np.isfinite(sizes)) or np.any(sizes <= 0):
-                raise ValueError("`library_size` must be positive and finite.")
+            sizes = per_cell_sizes(library_size, len(plan), "library_size")
         else:
             sizes = self.library_size_model.sample(plan, rng)
         return torch.as_tensor(np.array(sizes), dtype=torch.float32).unsqueeze(1)
@@ -473,6 +473,8 @@ class GenerativeMixin:
         init_params = attrs.pop("init_params_")
         if adata is not None:
             _check_var_names(adata, meta["var_names"])
+            # Before scvi-tools' transfer, whose error mentions an option load does not have.
+            check_known_categories(adata.obs, condition_fields(registry))
             method = getattr(cls, registry.get("setup_method_name", "setup_anndata"))
             method(adata, source_registry=registry, **registry["setup_args"])
         kwargs = {k: v for group in init_params["kwargs"].values() for k, v in group.items()}
@@ -492,7 +494,8 @@ def check_known_categories(obs: pd.DataFrame, fields: Sequence[ConditionField]) 
     """Raise when a categorical condition column of new data has a category never trained on."""
     for field in fields:
         if field.is_categorical and field.obs_key in obs:
-            field.encode(obs[field.obs_key].astype(str).to_numpy())
+            # Missing values get their own error from the setup checks.
+            field.encode(obs[field.obs_key].dropna().astype(str).unique())
 
 
 def _check_var_names(

@@ -149,3 +149,15 @@ def _group_fits(log_lib: np.ndarray, groups: np.ndarray, min_cells: int) -> dict
         if len(values) >= min_cells:
             fits[str(name)] = _normal_fit(values)
     return fits
+
+
+def per_cell_sizes(value: Any, n: int, argument: str) -> np.ndarray:
+    """Library sizes of ``n`` cells from one number or one per cell; clear errors otherwise."""
+    sizes = np.asarray(value, dtype=np.float64)
+    if sizes.ndim > 1 or sizes.size not in (1, n):
+        raise ValueError(
+            f"`{argument}` must be one number or one per cell ({n}), got {sizes.size} values."
+        )
+    if np.any(~np.isfinite(sizes)) or np.any(sizes <= 0):
+        raise ValueError(f"`{argument}` must be positive and finite.")
+    return np.array(np.broadcast_to(sizes, (n,)))

@@ -157,3 +157,17 @@ def test_marginal_entropy_is_the_baseline_of_independent_genes(two_cluster_adata
         p = torch.bincount(column, minlength=6).double() / len(column)
         entropies.append(float(-(p[p > 0] * p[p > 0].log()).sum()))
     assert model.marginal_entropy_ == pytest.approx(np.mean(entropies), rel=1e-6)
+
+
+def test_nll_bound_of_no_cells_is_an_error(trained):
+    _, model = trained
+    with pytest.raises(ValueError, match="selects none"):
+        model.get_nll_bound(indices=[])
+
+
+def test_impute_takes_a_nested_list_mask(trained):
+    adata, model = trained
+    mask = np.zeros(adata.shape, dtype=bool)
+    mask[0, 0] = True
+    out = model.impute(adata, mask=mask.tolist(), seed=0)
+    assert out.shape == adata.shape

@@ -145,3 +145,13 @@ def test_impute_keeps_observed_entries(trained):
     observed = adata.X.toarray()
     np.testing.assert_allclose(filled[~mask], observed[~mask])
     assert np.isfinite(filled).all() and np.all(filled >= 0)
+
+
+@pytest.mark.parametrize(("value", "match"), [(np.nan, "NaN"), (0.5, "non-integer")])
+def test_latent_of_reordered_genes_checks_the_values(trained, value, match):
+    adata, model = trained
+    shuffled = adata[:, adata.var_names[::-1]].copy()
+    shuffled.X = shuffled.X.toarray()
+    shuffled.X[0, 0] = value
+    with pytest.raises(ValueError, match=match):
+        model.get_latent_representation(shuffled)

@@ -139,3 +139,22 @@ def test_save_load_keeps_labels_that_look_like_numbers(tmp_path):
     b = loaded.generate(12, seed=3, progress_bar=False)
     assert b.obs["donor"].astype(str).tolist() == a.obs["donor"].astype(str).tolist()
     assert (a.X != b.X).nnz == 0
+
+
+def test_log_prob_of_no_cells_is_empty(trained):
+    adata, model = trained
+    assert model.log_prob(adata, indices=[]).shape == (0,)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 0}, "`batch_size` must be positive"),
+        ({"seed": -1}, "`seed` must be a non-negative integer"),
+        ({"library_size": [1000.0, 2000.0]}, r"one number or one per cell \(4\), got 2"),
+    ],
+)
+def test_generate_arguments_are_checked(trained, kwargs, match):
+    _, model = trained
+    with pytest.raises(ValueError, match=match):
+        model.generate(4, **kwargs)

@@ -27,6 +27,7 @@ from scvi_gen.base._generative_mixin import (
     _seeded_torch,
     check_known_categories,
 )
+from scvi_gen.base._library_size import per_cell_sizes
 from scvi_gen.base._validation import (
     check_categorical_complete,
     check_continuous_finite,
@@ -378,7 +379,7 @@ class MultimodalMixin:
         order = [s.kind for s in self.module.modalities]
         fixed = {}
         for key, value in library_size.items():
-            sizes = _per_cell_sizes(value, n, f"library_size[{key!r}]")
+            sizes = per_cell_sizes(value, n, f"library_size[{key!r}]")
             fixed[order.index(self._modality(key).kind)] = sizes
         return fixed
 
@@ -577,7 +578,7 @@ class MultimodalMixin:
             raise ValueError(f"Cannot predict {to!r} from itself.")
         matrices, obs = self._source_matrices(mdata, source_specs)
         n = len(obs)
-        fixed = None if library_size is None else _per_cell_sizes(library_size, n, "library_size")
+        fixed = None if library_size is None else per_cell_sizes(library_size, n, "library_size")
         seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
         position = [s.kind for s in self.module.modalities].index(target.kind)
         module = self.module
@@ -775,18 +776,6 @@ class MultimodalMixin:
             continuous_covariate_keys=args.get("continuous_covariate_keys"),
         )
         check_known_categories(adata.obs, self.condition_fields)
-
-
-def _per_cell_sizes(value: Any, n: int, argument: str) -> np.ndarray:
-    """Library sizes of ``n`` cells from one number or one per cell; clear errors otherwise."""
-    sizes = np.asarray(value, dtype=np.float64)
-    if sizes.ndim > 1 or sizes.size not in (1, n):
-        raise ValueError(
-            f"`{argument}` must be one number or one per cell ({n}), got {sizes.size} values."
-        )
-    if np.any(~np.isfinite(sizes)) or np.any(sizes <= 0):
-        raise ValueError(f"`{argument}` must be positive and finite.")
-    return np.array(np.broadcast_to(sizes, (n,)))
 
 
 def _training_features(part: AnnData, wanted: pd.Index, name: str) -> AnnData:

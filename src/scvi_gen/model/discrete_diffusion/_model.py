@@ -17,7 +17,7 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
 from scvi_gen._constants import LOGNORM_LAYER, UNS_KEY
-from scvi_gen._matrix import iter_row_chunks
+from scvi_gen._matrix import get_matrix, iter_row_chunks
 from scvi_gen.base import GenerativeMixin
 from scvi_gen.base._generative_mixin import _seeded_torch
 from scvi_gen.metrics import select_hvgs
@@ -581,7 +581,7 @@ class DiscreteDiffusion(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelCla
         if adata is None:
             return self._validate_anndata(None)
         layer = self.registry_["setup_args"].get("layer")
-        matrix = adata.X if layer is None else adata.layers[layer]
+        matrix = get_matrix(adata, layer)
         # views of a subset hold their own (subset-sized) values; plain types for the loader
         matrix = sp.csr_matrix(matrix) if sp.issparse(matrix) else np.asarray(matrix)
         shell = AnnData(
@@ -594,6 +594,8 @@ class DiscreteDiffusion(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelCla
 
     def _modelled_mask(self, adata: AnnData, mask: np.ndarray | sp.spmatrix) -> sp.csr_matrix:
         """The user's mask restricted to the modelled genes (columns in model order)."""
+        if not sp.issparse(mask):
+            mask = np.asarray(mask, dtype=bool)
         if mask.shape != (adata.n_obs, adata.n_vars):
             raise ValueError(
                 f"`mask` must have shape (n_obs, n_vars) = {(adata.n_obs, adata.n_vars)}, got "
@@ -666,7 +668,9 @@ class DiscreteDiffusion(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelCla
                 for _ in range(n_samples):
                     total += float(module.nelbo(x, conditions, use_ema=use_ema).sum()) / n_samples
                 n_cells += x.shape[0]
-        return total / max(n_cells, 1)
+        if n_cells == 0:
+            raise ValueError("No cells to score: `indices` selects none.")
+        return total / n_cells
 
 
 # ---------------------------------------------------------------------------- helpers

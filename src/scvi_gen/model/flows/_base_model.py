@@ -299,4 +299,5 @@ class FlowModelBase(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
         adata = self._validate_anndata(adata)
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         self.module.eval()
-        return np.concatenate([self.module.log_prob(t).cpu().numpy() for t in loader])
+        scores = [self.module.log_prob(t).cpu().numpy() for t in loader]
+        return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)

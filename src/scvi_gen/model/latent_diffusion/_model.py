@@ -13,9 +13,10 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
-from scvi_gen._matrix import iter_row_chunks
+from scvi_gen._matrix import get_matrix, iter_row_chunks
 from scvi_gen.base._guidance import GuidanceArg
 from scvi_gen.base._ode import ODEMethod
+from scvi_gen.base._validation import check_not_empty, check_values
 from scvi_gen.model.cfgen._model import CFGen, _first_not_none
 from scvi_gen.model.cfgen._module import AttributeSlot, Dispersion, Stage
 from scvi_gen.model.cfgen._sampling import sample_nb_csr
@@ -301,6 +302,22 @@ class LatentDiffusion(CFGen):
             module.clear_latent_cache()
 
     # ---------------------------------------------------------- gene panels
+    def _checked_gene_subset(self, adata: AnnData) -> Any:
+        """Counts of cells with training genes in another order or a subset, checked as at setup.
+
+        scvi-tools' registration, which would check them, needs the training genes in order.
+        """
+        check_not_empty(adata)
+        if not adata.var_names.is_unique:
+            raise ValueError(
+                "adata.var_names has duplicates; make them unique (adata.var_names_make_unique())."
+            )
+        layer = self.registry_["setup_args"].get("layer")
+        matrix = get_matrix(adata, layer)
+        where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+        check_values(matrix, require_counts=True, where=where)
+        return matrix
+
     def _gene_ids(self, genes: Sequence[str]) -> torch.Tensor:
         """Training-gene indices of ``genes`` (which must all be training genes)."""
         training = pd.Index(super()._generated_var_names())
@@ -410,9 +427,8 @@ class LatentDiffusion(CFGen):
         training = super()._generated_var_names()
         if adata is None or pd.Index(adata.var_names.astype(str)).equals(training):
             return super().get_latent_representation(adata, indices, batch_size, standardized)
+        matrix = self._checked_gene_subset(adata)
         gene_ids = self._gene_ids(adata.var_names).to(self.module.latent_mean.device)
-        layer = self.registry_["setup_args"].get("layer")
-        matrix = adata.X if layer is None else adata.layers[layer]
         if indices is not None:
             matrix = matrix[np.asarray(indices)]
         self.module.eval()
