@@ -51,7 +51,7 @@ def check_values(
         values = _values(block)
         if not np.all(np.isfinite(values)):
             raise ValueError(
-                f"{where} contains NaN or infinite values; remove or impute them before setup."
+                f"{where} contains NaN or infinite values; remove or impute them first."
             )
         if not require_counts:
             continue
