@@ -75,3 +75,8 @@ def test_training_into_an_existing_directory_fails_before_training(tmp_path):
     (tmp_path / "m").mkdir()
     with pytest.raises(SystemExit, match="already exists; pass --overwrite"):
         main(["train", "--data", str(tmp_path / "missing.h5ad"), "--out", str(tmp_path / "m")])
+
+
+def test_a_label_named_twice_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="names 'B' twice"):
+        main(["generate", "--model", str(tmp_path), "--labels", "B=3,B=4", "--out", "o.h5ad"])

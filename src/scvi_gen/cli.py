@@ -23,6 +23,8 @@ def _parse_labels(text: str | None) -> dict[str, int] | str | None:
         name, _, n = part.rpartition("=")
         if not name or not n.strip().isdigit():
             raise SystemExit(f"error: cannot read --labels entry {part!r}; use NAME=COUNT.")
+        if name.strip() in plan:
+            raise SystemExit(f"error: --labels names {name.strip()!r} twice; give it once.")
         plan[name.strip()] = int(n)
     return plan
 
