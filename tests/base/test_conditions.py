@@ -113,3 +113,13 @@ def test_continuous_covariates_must_be_finite_numbers(value, match):
         build_condition_plan(
             [FIELD, age], training, ["A"] * 2, {"age": value}, np.random.default_rng(0)
         )
+
+
+def test_new_data_categories_match_across_int_float_and_string_spellings():
+    from scvi_gen.base._generative_mixin import check_known_categories
+
+    donor = ConditionField("donor", "batch", 0, ("0", "1"))
+    check_known_categories(pd.DataFrame({"donor": [0.0, 1.0, np.nan]}), [donor])
+    check_known_categories(pd.DataFrame({"donor": ["0", "1"]}), [donor])
+    with pytest.raises(ValueError, match=r"Unknown 'donor' categories \['2.0'\]"):
+        check_known_categories(pd.DataFrame({"donor": [0.0, 2.0]}), [donor])

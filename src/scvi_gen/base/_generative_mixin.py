@@ -203,6 +203,7 @@ class GenerativeMixin:
             categorical_covariate_keys=args.get("categorical_covariate_keys"),
             continuous_covariate_keys=args.get("continuous_covariate_keys"),
             require_counts=self._requires_counts,
+            new_data=True,
         )
         check_known_categories(adata.obs, self.condition_fields)
 
@@ -493,9 +494,21 @@ class GenerativeMixin:
 def check_known_categories(obs: pd.DataFrame, fields: Sequence[ConditionField]) -> None:
     """Raise when a categorical condition column of new data has a category never trained on."""
     for field in fields:
-        if field.is_categorical and field.obs_key in obs:
-            # Missing values get their own error from the setup checks.
-            field.encode(obs[field.obs_key].dropna().astype(str).unique())
+        if not (field.is_categorical and field.obs_key in obs):
+            continue
+        known = {str(c) for c in field.categories}
+        # Missing values get their own error from the setup checks.
+        unknown = [v for v in obs[field.obs_key].dropna().unique() if not _spellings(v) & known]
+        if unknown:
+            field.encode([str(v) for v in unknown])  # raises, naming them
+
+
+def _spellings(value: Any) -> set[str]:
+    """How a category may have been written at setup: 0, 0.0 and "0" are one category."""
+    names = {str(value)}
+    if isinstance(value, int | float | np.integer | np.floating) and float(value).is_integer():
+        names |= {str(int(value)), str(float(value))}
+    return names
 
 
 def _check_var_names(

@@ -76,18 +76,26 @@ def check_obs_keys(adata: AnnData, keys: Sequence[str | None], *, argument: str)
             )
 
 
-def check_categorical_complete(adata: AnnData, keys: Sequence[str | None]) -> None:
-    """Raise when a categorical condition column has missing values."""
+def check_categorical_complete(
+    adata: AnnData, keys: Sequence[str | None], *, new_data: bool = False
+) -> None:
+    """Raise when a categorical condition column has missing values.
+
+    For data a trained model has not seen (``new_data``), a new category is no fix: only
+    dropping the cells is suggested.
+    """
     for key in keys:
         if key is None:
             continue
         missing = int(adata.obs[key].isna().sum())
         if missing:
-            raise ValueError(
-                f"adata.obs[{key!r}] has {missing} missing values. Drop those cells "
-                f"(adata = adata[adata.obs[{key!r}].notna()].copy()) or fill them with an "
-                "explicit category before setup."
+            drop = f"Drop those cells (adata = adata[adata.obs[{key!r}].notna()].copy())"
+            fix = (
+                f"{drop}; the model knows only its training categories."
+                if new_data
+                else f"{drop} or fill them with an explicit category before setup."
             )
+            raise ValueError(f"adata.obs[{key!r}] has {missing} missing values. {fix}")
 
 
 def check_continuous_finite(adata: AnnData, keys: Sequence[str] | None) -> None:
@@ -109,6 +117,7 @@ def validate_setup_input(
     categorical_covariate_keys: Sequence[str] | None,
     continuous_covariate_keys: Sequence[str] | None,
     require_counts: bool,
+    new_data: bool = False,
 ) -> None:
     """Run every check a model's ``setup_anndata`` needs, before registration.
 
@@ -122,6 +131,9 @@ def validate_setup_input(
         The condition columns to check.
     require_counts
         Whether the model needs raw integer counts.
+    new_data
+        ``adata`` is given to a trained model, whose layer is fixed: errors point at putting
+        the data where the model reads it, not at setup arguments.
     """
     check_not_empty(adata)
     categorical = [labels_key, batch_key, *(categorical_covariate_keys or [])]
@@ -129,7 +141,32 @@ def validate_setup_input(
     check_obs_keys(adata, [batch_key], argument="batch_key")
     check_obs_keys(adata, list(categorical_covariate_keys or []), argument="categorical covariate")
     check_obs_keys(adata, list(continuous_covariate_keys or []), argument="continuous covariate")
-    check_categorical_complete(adata, categorical)
+    check_categorical_complete(adata, categorical, new_data=new_data)
     check_continuous_finite(adata, continuous_covariate_keys)
+    if new_data:
+        check_new_values(adata, layer, require_counts=require_counts)
+        return
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     check_values(get_matrix(adata, layer), require_counts=require_counts, where=where)
+
+
+def check_new_values(adata: AnnData, layer: str | None, *, require_counts: bool) -> None:
+    """Check the values of data given to a trained model, which reads them from ``layer``.
+
+    Parameters
+    ----------
+    adata
+        The new data (never modified).
+    layer
+        The layer the model was set up with (``None``: ``.X``).
+    require_counts
+        Whether the model needs raw integer counts.
+    """
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(
+            f"The model reads counts from {where}, which this AnnData lacks (layers: "
+            f"{list(adata.layers)}); put them there, e.g. adata.layers[{layer!r}] = adata.X."
+        )
+    fix = f"Put the raw integer counts the model was trained on in {where}."
+    check_values(get_matrix(adata, layer), require_counts=require_counts, where=where, fix=fix)

@@ -133,7 +133,9 @@ def _gene_positions(var_names: pd.Index, wanted: pd.Index, what: str) -> np.ndar
     return positions
 
 
-def select_hvgs(counts: Any, gene_names: pd.Index, n_hvg: int) -> pd.Index:
+def select_hvgs(
+    counts: Any, gene_names: pd.Index, n_hvg: int, *, return_mask: bool = False
+) -> pd.Index | np.ndarray:
     """Top ``n_hvg`` seurat_v3 highly variable genes of raw ``counts``, in their original order.
 
     All genes are returned when there are not more than ``n_hvg``. When scanpy's loess fit
@@ -148,10 +150,13 @@ def select_hvgs(counts: Any, gene_names: pd.Index, n_hvg: int) -> pd.Index:
         Names of the columns of ``counts``.
     n_hvg
         Number of genes to select.
+    return_mask
+        Return a boolean mask over the genes instead of their names (positions stay exact
+        when gene names repeat).
 
     Returns
     -------
-    The selected gene names.
+    The selected gene names, or their mask.
 
     Examples
     --------
@@ -159,7 +164,7 @@ def select_hvgs(counts: Any, gene_names: pd.Index, n_hvg: int) -> pd.Index:
     """
     if n_hvg >= len(gene_names):
         logger.info("Only %d genes (<= n_hvg=%d): using all of them.", len(gene_names), n_hvg)
-        return gene_names
+        return np.ones(len(gene_names), dtype=bool) if return_mask else gene_names
     is_hvg = _seurat_v3_hvg_mask(counts, gene_names, n_hvg)
     if is_hvg is None:
         warnings.warn(
@@ -171,7 +176,7 @@ def select_hvgs(counts: Any, gene_names: pd.Index, n_hvg: int) -> pd.Index:
         is_hvg = np.zeros(len(gene_names), dtype=bool)
         is_hvg[_top_dispersion_genes(counts, n_hvg)] = True
     # Keep the training gene order so that HVG columns are reproducible and readable.
-    return gene_names[is_hvg]
+    return is_hvg if return_mask else gene_names[is_hvg]
 
 
 def _seurat_v3_hvg_mask(counts: Any, gene_names: pd.Index, n_hvg: int) -> np.ndarray | None:

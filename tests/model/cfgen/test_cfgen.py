@@ -363,3 +363,11 @@ def test_new_data_with_the_training_genes_gives_the_training_latents(trained):
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+def test_new_normalised_data_is_told_where_the_counts_go(trained):
+    adata, model = trained
+    new = _new_cells(adata)
+    new.X = np.log1p(new.X.toarray() if sp.issparse(new.X) else new.X)
+    with pytest.raises(ValueError, match=r"Put the raw integer counts .* in adata\.X"):
+        model.get_latent_representation(new)

@@ -110,6 +110,7 @@ def validate_mudata_input(
     batch_key: str | None,
     categorical_covariate_keys: Sequence[str] | None,
     continuous_covariate_keys: Sequence[str] | None,
+    new_data: bool = False,
 ) -> None:
     """Check a MuData before registration; turn every problem into a clear error.
 
@@ -121,6 +122,9 @@ def validate_mudata_input(
         ``{kind: (modality name, layer or None)}`` of the modalities to register.
     labels_key, batch_key, categorical_covariate_keys, continuous_covariate_keys
         Condition columns, read from ``mdata.obs``.
+    new_data
+        ``mdata`` is given to a trained model, whose layers are fixed: errors point at putting
+        the counts where the model reads them, not at setup arguments.
     """
     if not isinstance(mdata, MuData):
         raise TypeError(
@@ -138,13 +142,21 @@ def validate_mudata_input(
         check_not_empty(mod, f"Modality {name!r}")
         check_cells_aligned(mdata, name)
         where = f"mdata[{name!r}].X" if layer is None else f"mdata[{name!r}].layers[{layer!r}]"
+        if new_data and layer is not None and layer not in mod.layers:
+            raise KeyError(
+                f"The model reads counts of {name!r} from {where}, which this MuData lacks "
+                f"(layers: {list(mod.layers)}); put them there, e.g. "
+                f"mdata[{name!r}].layers[{layer!r}] = mdata[{name!r}].X."
+            )
         try:
             matrix = get_matrix(mod, layer)
         except KeyError as err:
             raise KeyError(f"{where}: {err.args[0]}") from None
         fix = (
-            f"Pass `{LAYER_ARGS[kind]}=` naming a layer of mdata[{name!r}] with raw integer "
-            "counts."
+            f"Put the raw integer counts the model was trained on in {where}."
+            if new_data
+            else f"Pass `{LAYER_ARGS[kind]}=` naming a layer of mdata[{name!r}] with raw "
+            "integer counts."
         )
         check_values(matrix, require_counts=True, where=where, fix=fix)
     categorical = [labels_key, batch_key, *(categorical_covariate_keys or [])]
@@ -160,7 +172,7 @@ def validate_mudata_input(
             raise KeyError(
                 f"{key!r} is not a column of mdata.obs (columns: {list(mdata.obs.columns)}){hint}."
             )
-    check_categorical_complete(mdata, categorical)
+    check_categorical_complete(mdata, categorical, new_data=new_data)
     check_continuous_finite(mdata, continuous_covariate_keys)
 
 
@@ -774,6 +786,7 @@ class MultimodalMixin:
             batch_key=args.get("batch_key"),
             categorical_covariate_keys=args.get("categorical_covariate_keys"),
             continuous_covariate_keys=args.get("continuous_covariate_keys"),
+            new_data=True,
         )
         check_known_categories(adata.obs, self.condition_fields)
 

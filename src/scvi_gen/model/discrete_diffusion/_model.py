@@ -702,7 +702,7 @@ def _select_genes(
         return np.sort(var_names.get_indexer([str(g) for g in gene_set]))
     if n_genes == len(var_names):
         return np.arange(len(var_names))
-    return np.sort(var_names.get_indexer(select_hvgs(matrix, var_names, n_genes)))
+    return np.flatnonzero(select_hvgs(matrix, var_names, n_genes, return_mask=True))
 
 
 def _modelled_values(

@@ -16,7 +16,7 @@ from scvi import REGISTRY_KEYS
 from scvi_gen._matrix import get_matrix, iter_row_chunks
 from scvi_gen.base._guidance import GuidanceArg
 from scvi_gen.base._ode import ODEMethod
-from scvi_gen.base._validation import check_not_empty, check_values
+from scvi_gen.base._validation import check_new_values, check_not_empty
 from scvi_gen.model.cfgen._model import CFGen, _first_not_none
 from scvi_gen.model.cfgen._module import AttributeSlot, Dispersion, Stage
 from scvi_gen.model.cfgen._sampling import sample_nb_csr
@@ -313,10 +313,8 @@ class LatentDiffusion(CFGen):
                 "adata.var_names has duplicates; make them unique (adata.var_names_make_unique())."
             )
         layer = self.registry_["setup_args"].get("layer")
-        matrix = get_matrix(adata, layer)
-        where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
-        check_values(matrix, require_counts=True, where=where)
-        return matrix
+        check_new_values(adata, layer, require_counts=True)
+        return get_matrix(adata, layer)
 
     def _gene_ids(self, genes: Sequence[str]) -> torch.Tensor:
         """Training-gene indices of ``genes`` (which must all be training genes)."""
