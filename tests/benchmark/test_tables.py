@@ -43,3 +43,10 @@ def test_summarize_reports_mean_and_sd_with_floor_first():
 
 def test_ratio_to_floor_divides_by_the_same_seed():
     assert np.isclose(ratio_to_floor(_results()).loc["c2st_auc", "g"], (1.4 + 1.8) / 2)
+
+
+def test_summarize_names_an_unknown_scope():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"scope 'per_lable'; the results have \['global'\]"):
+        summarize(_results(), scope="per_lable")

@@ -174,3 +174,8 @@ def test_matched_generation_plan_counts_test_labels(labelled: AnnData) -> None:
     assert plan == {str(k): int(v) for k, v in expected.items() if v > 0}
     assert all(isinstance(v, int) for v in plan.values())
     assert ds.matched_generation_plan(np.array(["B", "NK", "B"])) == {"B": 2, "NK": 1}
+
+
+def test_split_of_an_empty_anndata_is_an_error(labelled: AnnData) -> None:
+    with pytest.raises(ValueError, match="at least 2 cells, got 0"):
+        ds.train_test_indices(labelled[:0], "cell_type")

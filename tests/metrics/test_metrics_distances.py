@@ -89,3 +89,18 @@ def test_energy_distance_point_masses_is_twice_the_gap(d: float) -> None:
 def test_distances_reject_mismatched_dimensions(cloud: np.ndarray) -> None:
     with pytest.raises(ValueError, match="same number of features"):
         energy_distance(cloud, cloud[:, :2])
+
+
+@pytest.mark.parametrize("metric", [wasserstein, energy_distance, mmd_rbf])
+def test_nan_input_is_an_error_not_a_score(cloud: np.ndarray, metric) -> None:
+    bad = cloud.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        metric(cloud, bad)
+
+
+def test_sparse_input_is_refused_with_the_fix(cloud: np.ndarray) -> None:
+    import scipy.sparse as sp
+
+    with pytest.raises(TypeError, match="metrics.evaluate"):
+        wasserstein(sp.csr_matrix(cloud), cloud)

@@ -259,3 +259,37 @@ def test_label_missing_from_synthetic_warns_and_is_skipped_per_label(
         )
     assert df.attrs["per_label_labels"] == ["alpha", "beta"]
     assert df.attrs["n_cells"]["synthetic"] == df.attrs["n_cells"]["floor"]
+
+
+def test_per_label_means_use_the_labels_defined_for_every_comparison():
+    from scvi_gen.metrics._evaluate import _shared_label_means
+
+    scores = {
+        "synthetic": [{"m": 0.2}, {"m": float("nan")}, {"m": 0.4}],
+        "floor": [{"m": 0.6}, {"m": 0.9}, {"m": 0.8}],
+    }
+    rows = {r["comparison"]: r["value"] for r in _shared_label_means(scores)}
+    assert rows == {"synthetic": pytest.approx(0.3), "floor": pytest.approx(0.7)}
+
+
+def test_nan_in_synthetic_is_named(
+    train_adata: ad.AnnData, test_adata: ad.AnnData, real_synthetic_adata: ad.AnnData
+) -> None:
+    synthetic = real_synthetic_adata.copy()
+    synthetic.X = np.asarray(
+        synthetic.X.toarray() if hasattr(synthetic.X, "toarray") else synthetic.X, dtype=np.float32
+    )
+    synthetic.X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="synthetic.X contains NaN"):
+        evaluate(train_adata, test_adata, synthetic, "cell_type", metrics=["c2st_auc"])
+
+
+def test_non_integer_counts_read_as_lognorm_warn(
+    train_adata: ad.AnnData, test_adata: ad.AnnData, real_synthetic_adata: ad.AnnData
+) -> None:
+    # Expected counts from a model are not integers, but are no log1p(CP10k) values either.
+    synthetic = real_synthetic_adata.copy()
+    dense = synthetic.X.toarray() if hasattr(synthetic.X, "toarray") else synthetic.X
+    synthetic.X = np.asarray(dense, dtype=np.float32) * 50.5
+    with pytest.warns(UserWarning, match="synthetic_kind='counts'"):
+        evaluate(train_adata, test_adata, synthetic, "cell_type", metrics=["gene_mean_corr"])

@@ -124,3 +124,12 @@ def test_de_logfc_recovery_without_shared_labels_is_nan(expression: np.ndarray) 
     real_labels = np.repeat(["a", "b"], 60)
     fake_labels = np.repeat(["c", "d"], 60)
     assert np.isnan(de_logfc_recovery(expression, real_labels, expression, fake_labels))
+
+
+def test_knn_label_accuracy_matches_integer_and_float_labels(
+    clusters: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # A NaN turns an integer label column into floats: 1.0 is still the label 1.
+    pcs, labels = clusters
+    codes = (labels == "b").astype(int)
+    assert knn_label_accuracy(pcs, codes, pcs + 0.1, codes.astype(float)) == 1.0

@@ -336,3 +336,15 @@ def test_joint_sign_stability_rejects_different_cells():
     cite = _cite(50, 0)
     with pytest.raises(ValueError, match="not the same cells"):
         joint_sign_stability(cite.mod["rna"], cite.mod["prot"][:40])
+
+
+def test_atac_space_keeps_only_the_most_open_peaks_dense():
+    rng = np.random.default_rng(1)
+    rates = np.linspace(0.05, 0.9, 50)
+    peaks = ad.AnnData(sp.csr_matrix(rng.poisson(rates, (80, 50)).astype(np.float32)))
+    space = ModalitySpace("atac", n_hvg=10, n_components=5).fit(peaks)
+    data = space.transform(peaks)
+    assert data.expression.shape == (80, 10)
+    open_fraction = (peaks.X > 0).mean(axis=0).A1
+    expected = np.sort(np.argsort(-open_fraction, kind="stable")[:10])
+    np.testing.assert_array_equal(data.expression, (peaks.X[:, expected] > 0).toarray())

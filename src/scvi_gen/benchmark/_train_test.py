@@ -293,6 +293,13 @@ def _tidy(
     return out[["generator", "seed", "metric", "scope", "value"]]
 
 
+def _check_scope(results: pd.DataFrame, scope: str) -> None:
+    """Raise when no result row has ``scope`` (a typo would otherwise give an empty table)."""
+    scopes = sorted(results["scope"].unique())
+    if scope not in scopes:
+        raise ValueError(f"No results with scope {scope!r}; the results have {scopes}.")
+
+
 def summarize(results: pd.DataFrame, scope: str = "global") -> pd.DataFrame:
     """Mean +/- sd over seeds, one row per metric and one column per generator.
 
@@ -307,6 +314,7 @@ def summarize(results: pd.DataFrame, scope: str = "global") -> pd.DataFrame:
     -------
     A table of ``"mean ± sd"`` strings (index: metric; columns: floor first, then generators).
     """
+    _check_scope(results, scope)
     part = results[results["scope"] == scope]
     stats = part.groupby(["metric", "generator"], sort=False)["value"].agg(
         ["mean", "std", "count"]

@@ -80,6 +80,8 @@ def train_test_indices(
     """
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be in (0, 1), got {test_size}.")
+    if adata.n_obs < 2:
+        raise ValueError(f"Splitting needs at least 2 cells, got {adata.n_obs}.")
     codes, _ = _label_codes(adata, labels_key)
     rng = np.random.default_rng(seed)
     test_parts = []

@@ -29,12 +29,15 @@ import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
-from scvi_gen._matrix import get_matrix
+from scvi_gen._matrix import get_matrix, iter_row_chunks
+from scvi_gen.base._validation import check_values
 
 from ._classifier import classifier_two_sample_auc
 from ._common_space import (
@@ -54,7 +57,7 @@ from ._gene_stats import (
 )
 from ._labels import de_logfc_recovery, knn_label_accuracy
 from ._prdc import precision_recall_density_coverage
-from ._utils import is_missing_label
+from ._utils import is_missing_label, label_strings
 
 logger = logging.getLogger(__name__)
 
@@ -262,10 +265,7 @@ def _labels_of(adata: ad.AnnData, labels_key: str | None, name: str) -> np.ndarr
         return None
     if labels_key not in adata.obs:
         raise KeyError(f"`labels_key` {labels_key!r} not found in {name}.obs.")
-    raw = adata.obs[labels_key].to_numpy(dtype=object)
-    missing = is_missing_label(raw)
-    # Strings make labels from different AnnData objects (categorical, int, str) comparable.
-    return np.array([None if m else str(v) for v, m in zip(raw, missing)], dtype=object)
+    return label_strings(adata.obs[labels_key].to_numpy(dtype=object))
 
 
 def _strata(labels: np.ndarray | None, n: int) -> np.ndarray:
@@ -347,12 +347,6 @@ def _per_label_groups(
     return eligible
 
 
-def _nan_mean(values: Sequence[float]) -> float:
-    """Mean of the finite values; NaN if there are none (without a RuntimeWarning)."""
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
 def _global_rows(
     reference: _Cells,
     samples: Mapping[str, _Cells],
@@ -388,14 +382,29 @@ def _per_label_rows(
         for comparison, sample in samples.items():
             scores = _score_distributions(ref_label, sample.with_label(label), selected, ctx)
             per_comparison[comparison].append(scores)
+    return _shared_label_means(per_comparison), bandwidths_per_label
+
+
+def _shared_label_means(
+    per_comparison: Mapping[str, Sequence[Mapping[str, float]]],
+) -> list[dict[str, object]]:
+    """Per-label means over the labels where every comparison has a value for the metric.
+
+    A label undefined for one comparison only (e.g. a variance correlation of a label the
+    generator collapsed onto one cell) is left out of all of them, so that the synthetic and
+    floor means are taken over the same labels.
+    """
+    comparisons = [c for c, scores in per_comparison.items() if scores]
+    if not comparisons:
+        return []
     rows = []
-    for comparison, label_scores in per_comparison.items():
-        if not label_scores:
-            continue
-        for metric in label_scores[0]:
-            value = _nan_mean([scores[metric] for scores in label_scores])
+    for metric in per_comparison[comparisons[0]][0]:
+        table = np.array([[s[metric] for s in per_comparison[c]] for c in comparisons], float)
+        shared = np.all(np.isfinite(table), axis=0)
+        for comparison, values in zip(comparisons, table):
+            value = float(values[shared].mean()) if shared.any() else float("nan")
             rows.append(_row(comparison, metric, value, scope="per_label_mean"))
-    return rows, bandwidths_per_label
+    return rows
 
 
 def _label_metric_rows(
@@ -431,8 +440,48 @@ def _row(comparison: str, metric: str, value: float, scope: str = "global") -> d
     return {"comparison": comparison, "metric": metric, "scope": scope, "value": float(value)}
 
 
+#: Largest log1p(CP10k) value: a cell with all its counts in one gene.
+_MAX_LOG1P_CP10K = float(np.log1p(1e4)) + 1e-4
+
+
+def _check_synthetic_values(adata: ad.AnnData, layer: str | None, kind: str) -> None:
+    """Finite values that can be what ``kind`` says: non-negative counts, or log1p(CP10k)."""
+    matrix = get_matrix(adata, layer)
+    where = "synthetic.X" if layer is None else f"synthetic.layers[{layer!r}]"
+    check_values(matrix, require_counts=False, where=where)
+    low, high = _value_range(matrix)
+    if low < 0:
+        raise ValueError(
+            f"{where} has negative values ({low:.3g}); neither counts nor log1p(CP10k) are "
+            "negative."
+        )
+    if kind == "lognorm" and high > _MAX_LOG1P_CP10K:
+        # A warning, not an error: an unbounded generator (a flow) can overshoot a little.
+        warnings.warn(
+            f"{where} is read as log1p(CP10k) values, but reaches {high:.3g}, above "
+            f"log1p(1e4) = {_MAX_LOG1P_CP10K:.3f}, which no such value can. If these are "
+            "expected (non-integer) counts, pass synthetic_kind='counts'.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _value_range(matrix: Any) -> tuple[float, float]:
+    """Smallest and largest value (a sparse block's implicit zeros included), by row blocks."""
+    low, high = np.inf, -np.inf
+    for block in iter_row_chunks(matrix):
+        values = block.data if sp.issparse(block) else np.asarray(block)
+        has_zeros = sp.issparse(block) and block.nnz < block.shape[0] * block.shape[1]
+        if values.size:
+            low, high = min(low, float(values.min())), max(high, float(values.max()))
+        if has_zeros:
+            low, high = min(low, 0.0), max(high, 0.0)
+    return low, high
+
+
 def _warn_if_not_counts(adata: ad.AnnData, layer: str | None, name: str) -> None:
     """Real data are always normalised as counts; say so when they do not look like counts."""
+    check_values(get_matrix(adata, layer), require_counts=False, where=f"{name} data")
     if not is_count_matrix(get_matrix(adata, layer)):
         warnings.warn(
             f"{name} does not hold non-negative integer counts; it is normalised as counts "
@@ -561,6 +610,7 @@ def evaluate(
         raise ValueError(f"The test set needs at least 4 cells to be split, got {test.n_obs}.")
 
     kind = resolve_data_kind(synthetic, synthetic_kind, synthetic_layer)
+    _check_synthetic_values(synthetic, synthetic_layer, kind)
     test_cells = _Cells.from_transformed(
         common_space.transform(test, "counts", layer), _labels_of(test, labels_key, "test")
     )

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.neighbors import KNeighborsClassifier
 
-from ._utils import as_2d_float_array, check_same_n_features, is_missing_label, pearson
+from ._utils import as_2d_float_array, check_same_n_features, label_strings, pearson
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +25,9 @@ def _drop_missing(
         raise ValueError(
             f"`{name}` has {labels.shape[0]} labels for {values.shape[0]} cells; they must match."
         )
-    keep = ~is_missing_label(labels)
-    # Strings make categories, integers and strings from different AnnData objects comparable.
-    return values[keep], labels[keep].astype(str)
+    strings = label_strings(labels)
+    keep = np.array([v is not None for v in strings], dtype=bool)
+    return values[keep], strings[keep].astype(str)
 
 
 def knn_label_accuracy(

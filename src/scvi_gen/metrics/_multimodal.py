@@ -167,7 +167,9 @@ class ModalitySpace:
     kind
         ``"rna"``, ``"protein"`` or ``"atac"``.
     n_hvg
-        RNA: number of seurat_v3 HVGs.
+        RNA: number of seurat_v3 HVGs. ATAC: number of peaks, the most often open in the
+        training cells, whose per-peak statistics are compared (the LSI uses every peak); only
+        these are held dense.
     n_components
         Number of PCs (RNA, protein) or LSI components (ATAC, after dropping the first).
     protein_transform
@@ -202,6 +204,7 @@ class ModalitySpace:
         self._pca: PCA | None = None
         self._svd: TruncatedSVD | None = None
         self._idf: np.ndarray | None = None
+        self._peak_index: np.ndarray | None = None
 
     def fit(self, train: ad.AnnData) -> ModalitySpace:
         """Fit on real training counts of this modality (``.X``).
@@ -228,6 +231,8 @@ class ModalitySpace:
             binary = _binary(counts)
             document_frequency = np.asarray(binary.sum(axis=0)).ravel()
             self._idf = binary.shape[0] / (1.0 + document_frequency)
+            most_open = np.argsort(-document_frequency, kind="stable")[: self.n_hvg]
+            self._peak_index = np.sort(most_open)
             tfidf = self._tfidf(binary)
             n = min(self.n_components + 1, min(tfidf.shape) - 1)
             if n < 2:
@@ -281,7 +286,8 @@ class ModalitySpace:
         binary = _binary(counts)
         lsi = self._svd.transform(self._tfidf(binary))[:, 1:]
         # Open peaks per cell: comparable between peak counts and binary (generated) peaks.
-        return TransformedData(binary.toarray(), lsi, _library(binary))
+        # Dense over the compared peaks only: a full cells x peaks matrix may not fit.
+        return TransformedData(binary[:, self._peak_index].toarray(), lsi, _library(binary))
 
 
 def infer_modality_kinds(names: Sequence[str]) -> dict[str, ModalityKind]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from scipy.spatial.distance import cdist
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,12 @@ def as_2d_float_array(x: np.ndarray | Sequence[float], name: str = "x") -> np.nd
     np.ndarray
         Array of shape ``(n, d)`` and dtype float64.
     """
+    if sp.issparse(x):
+        raise TypeError(
+            f"`{name}` is a sparse matrix; the distance metrics take dense embeddings (e.g. "
+            "PCs). Score expression matrices with scvi_gen.metrics.evaluate, which embeds "
+            "them without densifying."
+        )
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim == 1:
         arr = arr[:, None]
@@ -34,6 +41,8 @@ def as_2d_float_array(x: np.ndarray | Sequence[float], name: str = "x") -> np.nd
         raise ValueError(f"`{name}` must be 1-D or 2-D, got an array with {arr.ndim} dimensions.")
     if arr.shape[0] == 0:
         raise ValueError(f"`{name}` is empty.")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"`{name}` contains NaN or infinite values; remove or impute them first.")
     return arr
 
 
@@ -181,6 +190,35 @@ def label_array(labels: np.ndarray | Sequence[object] | pd.Series) -> np.ndarray
     """
     series = pd.Series(np.asarray(labels, dtype=object))
     return series.where(series.notna(), None).to_numpy(dtype=object)
+
+
+def label_strings(labels: np.ndarray | Sequence[object] | pd.Series) -> np.ndarray:
+    """Labels as strings (``None`` where missing), comparable across AnnData objects.
+
+    Categories, integers and strings become their text; a whole float becomes the text of
+    its integer, since a NaN turns an integer label column into floats (1.0 is the label 1).
+
+    Parameters
+    ----------
+    labels
+        Any 1-D array-like of labels.
+
+    Returns
+    -------
+    np.ndarray
+        Object array of strings and ``None``.
+    """
+    raw = np.asarray(labels, dtype=object)
+    missing = is_missing_label(raw)
+    return np.array(
+        [None if m else str(_whole_number_as_int(v)) for v, m in zip(raw, missing)], dtype=object
+    )
+
+
+def _whole_number_as_int(value: object) -> object:
+    if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return value
 
 
 def is_missing_label(labels: np.ndarray) -> np.ndarray:
