@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -150,7 +151,9 @@ def validate_setup_input(
     check_values(get_matrix(adata, layer), require_counts=require_counts, where=where)
 
 
-def check_new_values(adata: AnnData, layer: str | None, *, require_counts: bool) -> None:
+def check_new_values(
+    adata: AnnData, layer: str | None, *, require_counts: bool, owner: str = "adata"
+) -> Any:
     """Check the values of data given to a trained model, which reads them from ``layer``.
 
     Parameters
@@ -161,12 +164,20 @@ def check_new_values(adata: AnnData, layer: str | None, *, require_counts: bool)
         The layer the model was set up with (``None``: ``.X``).
     require_counts
         Whether the model needs raw integer counts.
+    owner
+        How to name ``adata`` in errors (``"adata"``, ``"mdata['rna']"``).
+
+    Returns
+    -------
+    The checked matrix (read once: a view's values are copied on every access).
     """
-    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    where = f"{owner}.X" if layer is None else f"{owner}.layers[{layer!r}]"
     if layer is not None and layer not in adata.layers:
         raise KeyError(
-            f"The model reads counts from {where}, which this AnnData lacks (layers: "
-            f"{list(adata.layers)}); put them there, e.g. adata.layers[{layer!r}] = adata.X."
+            f"{owner} has no layer {layer!r}, where the model reads its counts (layers: "
+            f"{list(adata.layers)}); put them there, e.g. {owner}.layers[{layer!r}] = {owner}.X."
         )
     fix = f"Put the raw integer counts the model was trained on in {where}."
-    check_values(get_matrix(adata, layer), require_counts=require_counts, where=where, fix=fix)
+    matrix = get_matrix(adata, layer)
+    check_values(matrix, require_counts=require_counts, where=where, fix=fix)
+    return matrix

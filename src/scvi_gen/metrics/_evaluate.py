@@ -481,8 +481,9 @@ def _value_range(matrix: Any) -> tuple[float, float]:
 
 def _warn_if_not_counts(adata: ad.AnnData, layer: str | None, name: str) -> None:
     """Real data are always normalised as counts; say so when they do not look like counts."""
-    check_values(get_matrix(adata, layer), require_counts=False, where=f"{name} data")
-    if not is_count_matrix(get_matrix(adata, layer)):
+    matrix = get_matrix(adata, layer)
+    check_values(matrix, require_counts=False, where=f"{name} data")
+    if not is_count_matrix(matrix):
         warnings.warn(
             f"{name} does not hold non-negative integer counts; it is normalised as counts "
             "anyway.",

@@ -31,6 +31,7 @@ from scvi_gen.base._library_size import per_cell_sizes
 from scvi_gen.base._validation import (
     check_categorical_complete,
     check_continuous_finite,
+    check_new_values,
     check_not_empty,
     check_values,
 )
@@ -141,23 +142,15 @@ def validate_mudata_input(
         mod = mdata.mod[name]
         check_not_empty(mod, f"Modality {name!r}")
         check_cells_aligned(mdata, name)
+        if new_data:
+            check_new_values(mod, layer, require_counts=True, owner=f"mdata[{name!r}]")
+            continue
         where = f"mdata[{name!r}].X" if layer is None else f"mdata[{name!r}].layers[{layer!r}]"
-        if new_data and layer is not None and layer not in mod.layers:
-            raise KeyError(
-                f"The model reads counts of {name!r} from {where}, which this MuData lacks "
-                f"(layers: {list(mod.layers)}); put them there, e.g. "
-                f"mdata[{name!r}].layers[{layer!r}] = mdata[{name!r}].X."
-            )
         try:
             matrix = get_matrix(mod, layer)
         except KeyError as err:
             raise KeyError(f"{where}: {err.args[0]}") from None
-        fix = (
-            f"Put the raw integer counts the model was trained on in {where}."
-            if new_data
-            else f"Pass `{LAYER_ARGS[kind]}=` naming a layer of mdata[{name!r}] with raw "
-            "integer counts."
-        )
+        fix = f"Pass `{LAYER_ARGS[kind]}=` naming a layer of mdata[{name!r}] with raw integer counts."
         check_values(matrix, require_counts=True, where=where, fix=fix)
     categorical = [labels_key, batch_key, *(categorical_covariate_keys or [])]
     for key in [*categorical, *(continuous_covariate_keys or [])]:
@@ -658,17 +651,8 @@ class MultimodalMixin:
                 raise ValueError(f"Modality {spec.name!r} has {part.n_obs} cells, not {len(obs)}.")
             part = _training_features(part, self._feature_names(spec), spec.name)
             layer = self.registry_["setup_args"].get(LAYER_ARGS[spec.kind])
-            if layer is not None and layer not in part.layers:
-                raise KeyError(
-                    f"Modality {spec.name!r} has no layer {layer!r}, where the model read its "
-                    f"counts in training (layers: {list(part.layers)}); put the raw counts "
-                    f"there, e.g. rna.layers[{layer!r}] = rna.X for that modality's AnnData rna."
-                )
-            matrix = get_matrix(part, layer)
-            where = f"modality {spec.name!r}" + ("" if layer is None else f", layer {layer!r}")
-            fix = "Pass the raw integer counts the model was trained on."
-            check_values(matrix, require_counts=True, where=where, fix=fix)
-            matrices.append(matrix)
+            owner = f"mdata[{spec.name!r}]" if isinstance(data, MuData) else "adata"
+            matrices.append(check_new_values(part, layer, require_counts=True, owner=owner))
         obs = obs.loc[:, [c for c in obs.columns if not str(c).startswith("_scvi")]].copy()
         return matrices, obs
 

@@ -13,7 +13,7 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
-from scvi_gen._matrix import get_matrix, iter_row_chunks
+from scvi_gen._matrix import iter_row_chunks
 from scvi_gen.base._guidance import GuidanceArg
 from scvi_gen.base._ode import ODEMethod
 from scvi_gen.base._validation import check_new_values, check_not_empty
@@ -313,8 +313,7 @@ class LatentDiffusion(CFGen):
                 "adata.var_names has duplicates; make them unique (adata.var_names_make_unique())."
             )
         layer = self.registry_["setup_args"].get("layer")
-        check_new_values(adata, layer, require_counts=True)
-        return get_matrix(adata, layer)
+        return check_new_values(adata, layer, require_counts=True)
 
     def _gene_ids(self, genes: Sequence[str]) -> torch.Tensor:
         """Training-gene indices of ``genes`` (which must all be training genes)."""
