@@ -7,7 +7,7 @@ Usage::
 
 Same protocol as ``benchmarks/quality.py`` (stratified 75/25 split per seed, 2,000 training
 HVGs, test-matched labels): CFGen is trained once per seed, then
-:func:`scvi_gen.model.cfgen.guidance_sweep` generates and scores cells for every weight.
+:func:`scvi_gen.benchmark.guidance_sweep` generates and scores cells for every weight.
 Prints mean ± sd over seeds of the global C2ST AUC, MMD, energy distance and k-NN label
 accuracy per weight, next to the real-vs-real floor.
 """
@@ -24,11 +24,11 @@ from scvi_gen import datasets
 from scvi_gen.benchmark import (
     TrainTestConfig,
     drop_unlabelled,
+    guidance_sweep,
     markdown_table,
     split_for_seed,
     train_generator,
 )
-from scvi_gen.model.cfgen import guidance_sweep
 
 METRICS = ["c2st_auc", "mmd_rbf", "energy_distance", "knn_label_accuracy", "de_logfc_corr"]
 

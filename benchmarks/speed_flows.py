@@ -31,7 +31,7 @@ import warnings
 
 import numpy as np
 
-MODELS = {"maf": "scvi_gen.model.maf.MAFFlow", "moe": "scvi_gen.model.moe.MOEFlow"}
+MODELS = {"maf": "scvi_gen.model.flows.MAFFlow", "moe": "scvi_gen.model.flows.MOEFlow"}
 
 
 def _quiet() -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from . import base, baselines, benchmark, datasets, metrics, pl
+from . import base, baselines, benchmark, datasets, metrics, pl, preprocessing
 from ._demo import run_demo
 from .baselines import CTGANGenerator, GaussianCopulaGenerator, SCVIGenerator, TVAEGenerator
 from .model.cfgen import CFGen
 from .model.discrete_diffusion import DiscreteDiffusion
+from .model.flows import MAFFlow, MOEFlow
 from .model.latent_diffusion import LatentDiffusion
-from .model.maf import MAFFlow
-from .model.moe import MOEFlow
 
 try:
     __version__ = version("scvi-gen")
@@ -38,5 +37,6 @@ __all__ = [
     "datasets",
     "metrics",
     "pl",
+    "preprocessing",
     "run_demo",
 ]

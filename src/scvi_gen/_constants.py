@@ -18,3 +18,5 @@ DEFAULT_GENERATION_CHUNK: Final = 1024
 #: Column scvi-tools writes when no labels key is registered.
 SCVI_DEFAULT_LABELS: Final = "_scvi_labels"
 SCVI_DEFAULT_BATCH: Final = "_scvi_batch"
+#: Generator name of the real-vs-real reference rows in benchmark results and plots.
+FLOOR: Final = "floor (real held-out)"

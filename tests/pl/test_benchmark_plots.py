@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pandas as pd
 
+import scvi_gen.pl
 from scvi_gen.benchmark import FLOOR
 from scvi_gen.pl import plot_metric_bars, plot_per_class_f1
 
@@ -33,3 +37,14 @@ def test_per_class_f1_marks_rare_classes(tmp_path):
     fig = plot_per_class_f1(f1, order=["DC", "B"], rare=["DC"], path=tmp_path / "f1.png")
     assert (tmp_path / "f1.png").stat().st_size > 0
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["DC*", "B"]
+
+
+def test_plots_do_not_import_the_benchmark() -> None:
+    # scvi_gen.benchmark imports scvi_gen.pl for its report: no import back (FLOOR lives in
+    # scvi_gen._constants).
+    for path in Path(scvi_gen.pl.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("scvi_gen.benchmark"), path.name
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("scvi_gen.benchmark") for a in node.names)

@@ -10,13 +10,33 @@ from ._conditions import (
     counts_per_label,
     plan_to_tensors,
 )
-from ._generative_mixin import GenerativeMixin
-from ._library_size import LibrarySizeModel
+from ._data_state import (
+    BatchSource,
+    ReservoirSample,
+    RunningMoments,
+    loader_source,
+    manager_source,
+)
+from ._generative_mixin import GenerativeMixin, resolve_seed
+from ._latent_model import LatentGenerator
+from ._latent_module import LatentGeneratorModule
+from ._latent_ops import LatentOperationsMixin
+from ._library_size import LibrarySizeFitter, LibrarySizeModel
 from ._serialization import dumps, loads
 from ._setup import generator_fields
 from ._validation import validate_setup_input
 
 __all__ = [
+    "LatentGenerator",
+    "LatentGeneratorModule",
+    "LatentOperationsMixin",
+    "BatchSource",
+    "LibrarySizeFitter",
+    "ReservoirSample",
+    "RunningMoments",
+    "loader_source",
+    "manager_source",
+    "resolve_seed",
     "ConditionField",
     "GenerativeMixin",
     "LibrarySizeModel",

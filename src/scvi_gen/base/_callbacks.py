@@ -51,6 +51,16 @@ class RestoreBestWeights(Callback):
         module: Any = pl_module.module
         self._state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
+    def state_dict(self) -> dict[str, Any]:
+        """The best value, epoch and weights so far (saved in Lightning checkpoints)."""
+        return {"best": self.best, "best_epoch": self.best_epoch, "state": self._state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume from a checkpoint's state."""
+        self.best = float(state_dict["best"])
+        self.best_epoch = state_dict["best_epoch"]
+        self._state = state_dict["state"]
+
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Load the best weights back into the module."""
         if self._state is None:

@@ -34,19 +34,27 @@ from scvi_gen.base._conditions import (
     condition_fields,
     counts_per_label,
     labels_field,
-    observed_conditions,
     plan_to_tensors,
 )
-from scvi_gen.base._library_size import LibrarySizeModel, per_cell_sizes
+from scvi_gen.base._data_state import (
+    BatchSource,
+    ReservoirSample,
+    batch_conditions,
+    loader_source,
+    manager_source,
+    row_sums,
+)
+from scvi_gen.base._library_size import LibrarySizeFitter, LibrarySizeModel, per_cell_sizes
 from scvi_gen.base._serialization import dumps, loads, to_jsonable
 from scvi_gen.base._setup import generator_fields
-from scvi_gen.base._validation import iter_row_chunks, validate_setup_input
+from scvi_gen.base._validation import validate_setup_input
 
 logger = logging.getLogger(__name__)
 
 #: Training conditions kept with the model to draw unspecified covariates from.
 _MAX_STORED_CONDITIONS = 50_000
 _META_FORMAT = 1
+_STATE = "state_registry"
 
 
 class GenerativeMixin:
@@ -69,6 +77,8 @@ class GenerativeMixin:
 
     _requires_counts: ClassVar[bool] = True
     _output_kind: ClassVar[Literal["counts", "lognorm"]] = "counts"
+    #: Registry keys of the count matrices a data pass reads.
+    _matrix_keys: ClassVar[tuple[str, ...]] = (REGISTRY_KEYS.X_KEY,)
     #: Cells per generation chunk when ``generate(batch_size=None)``.
     _generation_chunk: ClassVar[int] = DEFAULT_GENERATION_CHUNK
 
@@ -129,31 +139,88 @@ class GenerativeMixin:
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 
+    @classmethod
+    def setup_mudata(cls, mdata: Any, *args: Any, **kwargs: Any) -> None:
+        """Refused: this generator models one modality (an AnnData).
+
+        Parameters
+        ----------
+        mdata
+            A MuData.
+        *args, **kwargs
+            Ignored.
+        """
+        raise TypeError(
+            f"{cls.__name__} models one modality: set up an AnnData with "
+            f"{cls.__name__}.setup_anndata(mdata['rna'], ...), or use CFGen.setup_mudata for "
+            "several modalities."
+        )
+
     # ------------------------------------------------------ state from training data
     def _init_generative_state(self, adata: AnnData | None) -> None:
-        """Record the training conditions and fit the library-size model.
+        """Fit the data state from ``adata`` (call last in ``__init__``).
 
-        Call from ``__init__``; with ``adata=None`` (loading from a registry) the saved
-        attributes are restored by :meth:`load` instead.
+        With ``adata=None`` (a model built from ``registry=``, or loading) nothing is fitted
+        here: :meth:`load` restores the saved state, and ``train(datamodule=...)`` fits it
+        from the data module's training loader first (:meth:`fit_data_state`).
         """
-        if adata is None:
-            return
+        self.data_state_fitted_ = False
+        if adata is not None:
+            self.fit_data_state(manager_source(self.adata_manager, matrix_keys=self._matrix_keys))
+
+    def fit_data_state(self, source: BatchSource) -> None:
+        """Fit everything the model needs from data in streaming passes over ``source``.
+
+        The training-condition pool (category names of up to 50,000 cells, a uniform sample
+        beyond that), the per-condition library-size model (count models), then the model's
+        own state (:meth:`_fit_model_state`: gene sets, scalers, bins, statistics). Memory
+        does not grow with the number of cells beyond the pool.
+
+        Parameters
+        ----------
+        source
+            A :data:`~scvi_gen.base.BatchSource`: :func:`~scvi_gen.base.manager_source` of a
+            registered AnnData or :func:`~scvi_gen.base.loader_source` of a data loader.
+
+        Examples
+        --------
+        >>> from scvi_gen.base import loader_source
+        >>> model.fit_data_state(loader_source(datamodule.train_dataloader))
+        """
         fields = self.condition_fields
-        conditions = observed_conditions(adata, fields)
-        self.library_size_model_ = None
-        if self._requires_counts:
-            matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-            library = np.concatenate(
-                [np.asarray(block.sum(axis=1)).ravel() for block in iter_row_chunks(matrix)]
+        keys = [f.obs_key for f in fields if f.is_categorical]
+        library = LibrarySizeFitter(keys) if self._requires_counts else None
+        pool = ReservoirSample(_MAX_STORED_CONDITIONS, seed=0)
+        n_cells = 0
+        for batch in source():
+            conditions = batch_conditions(batch, fields)
+            n_cells += len(conditions)
+            if library is not None:
+                library.update(row_sums(batch), conditions)
+            pool.update(conditions)
+        if n_cells == 0:
+            raise ValueError("The training data has no cells.")
+        self.library_size_model_ = None if library is None else library.result().to_dict()
+        self.training_conditions_ = pool.result()
+        self._fit_model_state(source)
+        self.data_state_fitted_ = True
+
+    def _fit_model_state(self, source: BatchSource) -> None:
+        """Fit the model's own data state (module buffers) from ``source``; none by default."""
+
+    def _ensure_data_state(self, datamodule: Any) -> None:
+        """Fit the data state from a data module's training loader when it was not fitted."""
+        if getattr(self, "data_state_fitted_", False):
+            return
+        if datamodule is None:
+            raise ValueError(
+                f"This {type(self).__name__} was built without data (registry=...): pass "
+                "train(datamodule=...) so that it can fit its data state from the loader."
             )
-            keys = [f.obs_key for f in fields if f.is_categorical]
-            self.library_size_model_ = LibrarySizeModel.fit(library, conditions, keys).to_dict()
-        if len(conditions) > _MAX_STORED_CONDITIONS:
-            keep = np.random.default_rng(0).choice(
-                len(conditions), _MAX_STORED_CONDITIONS, replace=False
-            )
-            conditions = conditions.iloc[np.sort(keep)].reset_index(drop=True)
-        self.training_conditions_ = conditions
+        logger.info("%s: fitting the data state from the data module.", type(self).__name__)
+        # Lightning sets a data module up only inside fit(); its loaders are needed first.
+        datamodule.setup("fit")
+        self.fit_data_state(loader_source(datamodule.train_dataloader, self._matrix_keys))
 
     @property
     def condition_fields(self) -> list[ConditionField]:
@@ -166,10 +233,20 @@ class GenerativeMixin:
         state = getattr(self, "library_size_model_", None)
         return None if state is None else LibrarySizeModel.from_dict(state)
 
+    # ------------------------------------------------------------ registry
+    def _field_state(self, registry_key: str) -> dict[str, Any]:
+        """The state registry of one registered field (empty when it is not registered)."""
+        return dict(self.registry_["field_registries"].get(registry_key, {}).get(_STATE, {}))
+
     def _training_var_names(self) -> pd.Index:
         """Names of the registered genes, in the training order."""
-        column_names = self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]
-        return pd.Index([str(v) for v in column_names["column_names"]])
+        column_names = self._field_state(REGISTRY_KEYS.X_KEY)["column_names"]
+        return pd.Index([str(v) for v in column_names])
+
+    def _n_cats_per_cov(self) -> list[int]:
+        """Number of categories of every registered categorical covariate."""
+        n_cats = self._field_state(REGISTRY_KEYS.CAT_COVS_KEY).get("n_cats_per_key")
+        return [int(n) for n in n_cats] if n_cats else []
 
     def _generated_var_names(self) -> pd.Index:
         """Names of the features the model generates (the training genes by default)."""
@@ -286,9 +363,7 @@ class GenerativeMixin:
         batch_size = self._generation_chunk if batch_size is None else int(batch_size)
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be positive (or None), got {batch_size}.")
-        seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
-        if seed < 0:
-            raise ValueError(f"`seed` must be a non-negative integer (or None), got {seed}.")
+        seed = resolve_seed(seed)
         rng = np.random.default_rng(seed)
         plan = self._condition_plan(n_cells, labels, covariates, rng)
         n = len(plan)
@@ -420,9 +495,7 @@ class GenerativeMixin:
         meta = {
             "format": _META_FORMAT,
             "model": type(self).__name__,
-            "var_names": np.asarray(
-                self.registry_["field_registries"]["X"]["state_registry"]["column_names"]
-            ),
+            "var_names": np.asarray(self._field_state(REGISTRY_KEYS.X_KEY)["column_names"]),
             "attrs": attrs,
         }
         (path / f"{prefix}{META_FILE}").write_text(dumps(meta))
@@ -463,6 +536,10 @@ class GenerativeMixin:
                 f"{state_path.name})."
             )
         meta = loads(meta_path.read_text())
+        saved_class = _subclass_named(cls, meta.get("model"))
+        if saved_class is not None and saved_class is not cls:
+            # e.g. CFGen.load of a multimodal CFGen: the saved subclass loads itself.
+            return saved_class.load(dir_path, adata=adata, device=device, prefix=prefix)
         if meta.get("model") != cls.__name__:
             raise ValueError(
                 f"{path} holds a {meta.get('model')} model; load it with that class, "
@@ -484,11 +561,42 @@ class GenerativeMixin:
             with contextlib.suppress(AttributeError):  # read-only properties ending in "_"
                 setattr(model, name, value)
         model.module.load_state_dict(state)
+        # Saved models hold their fitted data state (attributes and module buffers).
+        model.data_state_fitted_ = True
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model.to_device(device)
         model.module.eval()
         return model
+
+
+def _subclass_named(cls: type, name: Any) -> type | None:
+    """``cls`` or its subclass called ``name`` (never imports anything named in a file)."""
+    pending = [cls]
+    while pending:
+        candidate = pending.pop()
+        if candidate.__name__ == name:
+            return candidate
+        pending.extend(candidate.__subclasses__())
+    return None
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The seed of a random operation: ``seed`` checked, or a fresh one when ``None``.
+
+    Parameters
+    ----------
+    seed
+        A non-negative integer or ``None``.
+
+    Returns
+    -------
+    The seed to use (and record in the output's provenance).
+    """
+    seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
+    if seed < 0:
+        raise ValueError(f"`seed` must be a non-negative integer (or None), got {seed}.")
+    return seed
 
 
 def check_known_categories(obs: pd.DataFrame, fields: Sequence[ConditionField]) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scvi_gen.base._data_state import RunningMoments
+
 logger = logging.getLogger(__name__)
 
 _SEP = "\x1f"
@@ -67,17 +69,9 @@ class LibrarySizeModel:
         -------
         The fitted model.
         """
-        library = np.asarray(library, dtype=np.float64).ravel()
-        positive = library > 0
-        if not positive.any():
-            raise ValueError("Every cell has zero total counts; cannot fit library sizes.")
-        log_lib = np.log(library[positive])
-        conds = conditions.loc[positive] if len(keys) else conditions.iloc[:0]
-        model = cls(keys=list(keys), min_cells=min_cells, overall=_normal_fit(log_lib))
-        if keys:
-            model.joint = _group_fits(log_lib, _combine(conds, keys), min_cells)
-            model.first = _group_fits(log_lib, _combine(conds, keys[:1]), min_cells)
-        return model
+        fitter = LibrarySizeFitter(keys, min_cells)
+        fitter.update(library, conditions)
+        return fitter.result()
 
     def parameters(self, conditions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation of log library size for each row of ``conditions``."""
@@ -126,10 +120,63 @@ class LibrarySizeModel:
         return cls(**state)
 
 
-def _normal_fit(values: np.ndarray) -> list[float]:
-    sd = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+class LibrarySizeFitter:
+    """Fit a :class:`LibrarySizeModel` over batches of cells (memory O(condition groups)).
+
+    Parameters
+    ----------
+    keys
+        Condition columns to condition on, labels first.
+    min_cells
+        Minimum group size for group-specific parameters.
+
+    Examples
+    --------
+    >>> fitter = LibrarySizeFitter(["cell_type"])
+    >>> for library, conditions in blocks:
+    ...     fitter.update(library, conditions)
+    >>> model = fitter.result()
+    """
+
+    def __init__(self, keys: Sequence[str], min_cells: int = 5) -> None:
+        self.keys = list(keys)
+        self.min_cells = min_cells
+        self._overall = RunningMoments(1)
+        self._joint: dict[str, RunningMoments] = {}
+        self._first: dict[str, RunningMoments] = {}
+
+    def update(self, library: np.ndarray, conditions: pd.DataFrame) -> None:
+        """Add the library sizes of some cells and their condition columns."""
+        library = np.asarray(library, dtype=np.float64).ravel()
+        positive = library > 0
+        log_lib = np.log(library[positive])
+        self._overall.update(log_lib)
+        if not self.keys:
+            return
+        conds = conditions.loc[positive]
+        for table, keys in ((self._joint, self.keys), (self._first, self.keys[:1])):
+            groups = _combine(conds, keys)
+            for name in pd.unique(groups):
+                table.setdefault(str(name), RunningMoments(1)).update(log_lib[groups == name])
+
+    def result(self) -> LibrarySizeModel:
+        """The fitted model."""
+        if self._overall.count == 0:
+            raise ValueError("Every cell has zero total counts; cannot fit library sizes.")
+        model = LibrarySizeModel(
+            keys=self.keys, min_cells=self.min_cells, overall=_normal_fit(self._overall)
+        )
+        for table, out in ((self._joint, model.joint), (self._first, model.first)):
+            for name, moments in table.items():
+                if moments.count >= self.min_cells:
+                    out[name] = _normal_fit(moments)
+        return model
+
+
+def _normal_fit(moments: RunningMoments) -> list[float]:
+    sd = float(moments.std(ddof=1)[0]) if moments.count > 1 else 0.0
     # a floor keeps a one-cell or constant group from collapsing to a point mass
-    return [float(values.mean()), max(sd, 1e-3)]
+    return [float(moments.mean[0]), max(sd, 1e-3)]
 
 
 def _combine(conditions: pd.DataFrame, keys: Sequence[str]) -> np.ndarray:
@@ -140,15 +187,6 @@ def _combine(conditions: pd.DataFrame, keys: Sequence[str]) -> np.ndarray:
     for part in parts[1:]:
         out = out + _SEP + part.astype(object)
     return out
-
-
-def _group_fits(log_lib: np.ndarray, groups: np.ndarray, min_cells: int) -> dict[str, list[float]]:
-    fits = {}
-    for name in pd.unique(groups):
-        values = log_lib[groups == name]
-        if len(values) >= min_cells:
-            fits[str(name)] = _normal_fit(values)
-    return fits
 
 
 def per_cell_sizes(value: Any, n: int, argument: str) -> np.ndarray:

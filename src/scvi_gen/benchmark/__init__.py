@@ -4,6 +4,7 @@ from ._downstream import CLASSIFIERS, TRAIN_SETS, FeatureSet, downstream_scores,
 from ._protocol import BenchmarkConfig, Replicate, iter_replicates, load_dataset, replicate_keys
 from ._report import mean_sd_table, write_report
 from ._runner import RESULT_COLUMNS, BenchmarkRun, collect_results, run_benchmark
+from ._sweep import guidance_sweep
 from ._tables import format_value, markdown_table
 from ._timing import EpochTimer, peak_rss_mib, timed_train
 from ._train_test import (
@@ -37,6 +38,7 @@ __all__ = [
     "floor_ratios",
     "format_value",
     "generator_settings",
+    "guidance_sweep",
     "iter_replicates",
     "load_dataset",
     "markdown_table",

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from scvi_gen._constants import FLOOR
 from scvi_gen.benchmark._downstream import AUGMENTED, OVERSAMPLED, REAL, SYNTHETIC_ONLY
 from scvi_gen.benchmark._protocol import CONFIG_FILE, BenchmarkConfig, replicate_keys
 from scvi_gen.benchmark._runner import RESULTS_FILE, collect_results, synthetic_path
 from scvi_gen.benchmark._tables import markdown_table
-from scvi_gen.benchmark._train_test import FLOOR, floor_ratios
+from scvi_gen.benchmark._train_test import floor_ratios
 from scvi_gen.metrics import HIGHER_IS_BETTER
 
 logger = logging.getLogger(__name__)

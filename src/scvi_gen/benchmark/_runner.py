@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from scvi_gen._constants import FLOOR
 from scvi_gen.benchmark._downstream import (
     AUGMENTED,
     OVERSAMPLED,
@@ -43,7 +44,7 @@ from scvi_gen.benchmark._protocol import (
     load_dataset,
     replicate_keys,
 )
-from scvi_gen.benchmark._train_test import FLOOR, _tidy, train_generator
+from scvi_gen.benchmark._train_test import _tidy, train_generator
 from scvi_gen.metrics import CommonSpace, evaluate
 
 logger = logging.getLogger(__name__)

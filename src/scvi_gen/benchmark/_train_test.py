@@ -13,12 +13,11 @@ import numpy as np
 import pandas as pd
 
 from scvi_gen import datasets
+from scvi_gen._constants import FLOOR
 from scvi_gen.metrics import CommonSpace, evaluate
 from scvi_gen.model._registry import get_generator
 
 logger = logging.getLogger(__name__)
-
-FLOOR = "floor (real held-out)"
 
 
 @dataclass

@@ -58,10 +58,14 @@ GENERATORS: dict[str, GeneratorSpec] = {
         ),
         # Flows on log1p(CP10k) of the HVGs: "default" converges (early stopping on validation
         # NLL); "paper" is the flow study's recipe (lr 1e-6, 100 epochs) kept for comparison.
-        GeneratorSpec("maf", "scvi_gen.model.maf.MAFFlow"),
-        GeneratorSpec("maf_paper", "scvi_gen.model.maf.MAFFlow", init_kwargs={"preset": "paper"}),
-        GeneratorSpec("moe", "scvi_gen.model.moe.MOEFlow"),
-        GeneratorSpec("moe_paper", "scvi_gen.model.moe.MOEFlow", init_kwargs={"preset": "paper"}),
+        GeneratorSpec("maf", "scvi_gen.model.flows.MAFFlow"),
+        GeneratorSpec(
+            "maf_paper", "scvi_gen.model.flows.MAFFlow", init_kwargs={"preset": "paper"}
+        ),
+        GeneratorSpec("moe", "scvi_gen.model.flows.MOEFlow"),
+        GeneratorSpec(
+            "moe_paper", "scvi_gen.model.flows.MOEFlow", init_kwargs={"preset": "paper"}
+        ),
         # Guidance 1.5: label k-NN accuracy of the generated cells then sits at the real
         # floor (~0.9); 2.5 over-sharpens labels (k-NN ~0.95) and pushes the prior's samples
         # off the latent distribution (PBMC3K sweep over 1.0 / 1.5 / 2.5 on three seeds).

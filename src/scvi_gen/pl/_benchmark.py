@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scvi_gen.benchmark._train_test import FLOOR
+from scvi_gen._constants import FLOOR
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from scvi_gen.model.cfgen import CFGen
+from scvi_gen.model.cfgen import CFGen, MultimodalCFGen
 from scvi_gen.model.cfgen._library import JointLibrarySizeModel
 from tests.conftest import make_counts_adata, shared_data_file
 
@@ -83,7 +83,11 @@ def test_setup_registers_each_modality_under_its_own_key(trained):
         ("atac", "atac", "atac", 40),
     ]
     assert [s.likelihood for s in specs] == ["nb", "nb", "bernoulli"]
-    assert trained.is_multimodal and trained.modality_names == ["rna", "prot", "atac"]
+    assert isinstance(trained, MultimodalCFGen) and trained.modality_names == [
+        "rna",
+        "prot",
+        "atac",
+    ]
 
 
 def test_missing_modality_names_the_available_ones():
@@ -169,7 +173,7 @@ def test_generated_proteins_are_counts_and_peaks_binary(trained):
     prot = syn.mod["prot"].X.data
     assert np.all(prot == np.round(prot)) and prot.size > 0
     assert set(np.unique(syn.mod["atac"].X.data)) == {1.0}
-    assert syn.uns["scvi_gen"]["model"] == "CFGen"
+    assert syn.uns["scvi_gen"]["model"] == "MultimodalCFGen"
 
 
 def test_same_seed_gives_same_multimodal_cells(trained):
@@ -256,7 +260,7 @@ def test_unimodal_model_has_no_predict_modality():
     adata = make_counts_adata(40)
     CFGen.setup_anndata(adata, labels_key="cell_type")
     model = CFGen(adata, **SMALL)
-    assert not model.is_multimodal
+    assert not isinstance(model, MultimodalCFGen)
     with pytest.raises(ValueError, match="setup_mudata"):
         model.predict_modality(adata, from_="rna", to="prot")
 

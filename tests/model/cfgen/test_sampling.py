@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from scvi_gen.model.cfgen._sampling import sample_nb_csr, sample_nb_dense
+from scvi_gen.base._sampling import sample_nb_csr, sample_nb_dense
 
 
 @pytest.mark.parametrize(

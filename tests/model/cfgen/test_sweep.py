@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from scvi_gen.model.cfgen import CFGen, guidance_sweep
+from scvi_gen.benchmark import guidance_sweep
+from scvi_gen.model.cfgen import CFGen
 from tests.conftest import make_counts_adata
 
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -172,11 +171,3 @@ def test_impute_takes_a_nested_list_mask(trained):
     mask[0, 0] = True
     out = model.impute(adata, mask=mask.tolist(), seed=0)
     assert out.shape == adata.shape
-
-
-def test_hvgs_are_chosen_by_position_when_gene_names_repeat(two_cluster_adata):
-    from scvi_gen.model.discrete_diffusion._model import _select_genes
-
-    names = pd.Index([f"gene{j}" for j in range(two_cluster_adata.n_vars - 1)] + ["gene0"])
-    index = _select_genes(two_cluster_adata.X, names, "hvg", 8)
-    assert len(index) == 8 and np.all(np.diff(index) > 0)

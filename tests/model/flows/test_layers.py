@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from scvi_gen.model.flows import (
+    ActNorm,
     MixtureOfExpertsConditioner,
     MoECoupling,
     coupling_mask,
@@ -11,7 +12,6 @@ from scvi_gen.model.flows import (
     marginal_spline_layer,
     moe_transforms,
 )
-from scvi_gen.nn._flow_layers import ActNorm
 
 D, C = 6, 3
 

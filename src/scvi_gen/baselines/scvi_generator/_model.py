@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-from functools import partial
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from anndata import AnnData
+from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass, RNASeqMixin, UnsupervisedTrainingMixin, VAEMixin
 
 from scvi_gen.base import GenerativeMixin
-from scvi_gen.baselines.scvi_generator._module import LabelPriorVAE
+from scvi_gen.baselines.scvi_generator._module import LabelPosteriorMoments, LabelPriorVAE
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +73,7 @@ class SCVIGenerator(
         **vae_kwargs: Any,
     ):
         super().__init__(adata, registry=registry)
-        n_cats_per_cov = (
-            self.adata_manager.get_state_registry("extra_categorical_covs").n_cats_per_key
-            if adata is not None and self.summary_stats.get("n_extra_categorical_covs", 0)
-            else self._saved_n_cats_per_cov()
-        )
+        n_cats_per_cov = self._n_cats_per_cov() or None
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
             n_batch=self.summary_stats.n_batch,
@@ -99,33 +95,39 @@ class SCVIGenerator(
         self._init_generative_state(adata)
         self.init_params_ = self._get_init_params(locals())
 
-    def train(self, *args: Any, **kwargs: Any) -> None:
+    def train(self, *args: Any, datamodule: Any = None, **kwargs: Any) -> None:
         """Train through scvi-tools, then set the label priors to their optimum.
 
         Takes the arguments of :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`
-        (``max_epochs``, ``early_stopping``, ``accelerator``, ...). After training, each
-        label's Gaussian prior is set to the moment match of its training cells' posteriors
-        (see :meth:`LabelPriorVAE.fit_prior_to_posterior`), so sampling the prior lands where
-        that label's cells are.
+        (``max_epochs``, ``early_stopping``, ``accelerator``, ``datamodule`` ...). After
+        training, each label's Gaussian prior is set to the moment match of its training
+        cells' posteriors (see :meth:`LabelPriorVAE.fit_prior_to_posterior`), accumulated
+        over minibatches, so sampling the prior lands where that label's cells are.
         """
-        super().train(*args, **kwargs)
-        self._fit_label_priors()
+        self._ensure_data_state(datamodule)
+        super().train(*args, datamodule=datamodule, **kwargs)
+        self._fit_label_priors(datamodule)
 
-    def _fit_label_priors(self) -> None:
-        from scvi import REGISTRY_KEYS
-
+    def _fit_label_priors(self, datamodule: Any = None) -> None:
         if not self.module.conditional_prior:
             return
-        means, variances = self.get_latent_representation(return_dist=True, batch_size=1024)
-        labels = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)
-        as_tensor = partial(torch.as_tensor, dtype=torch.float32, device=self.device)
-        y = torch.as_tensor(np.asarray(labels).ravel(), dtype=torch.long, device=self.device)
-        self.module.fit_prior_to_posterior(as_tensor(means), as_tensor(variances), y)
-
-    def _saved_n_cats_per_cov(self) -> list[int] | None:
-        state = self.registry_["field_registries"].get("extra_categorical_covs", {})
-        n_cats = state.get("state_registry", {}).get("n_cats_per_key")
-        return list(n_cats) if n_cats else None
+        module = self.module
+        moments = LabelPosteriorMoments(module.prior_mean.shape[0], module.prior_mean.shape[1])
+        loader = (
+            self._make_data_loader(self.adata, batch_size=1024, shuffle=False)
+            if datamodule is None
+            else datamodule.train_dataloader()
+        )
+        for tensors in loader:
+            means, variances = self.get_latent_representation(
+                return_dist=True, dataloader=[tensors]
+            )
+            moments.update(
+                torch.as_tensor(means),
+                torch.as_tensor(variances),
+                torch.as_tensor(np.asarray(tensors[REGISTRY_KEYS.LABELS_KEY])).view(-1),
+            )
+        module.fit_prior_to_moments(moments)
 
     def _generate_chunk(
         self,

@@ -105,12 +105,18 @@ class LabelPriorVAE(VAE):
         """
         if not self.conditional_prior:
             return
-        for label in torch.unique(y):
-            cells = y == label
-            mean = qz_means[cells].mean(0)
-            centred = qz_means[cells] - mean
-            cov = centred.T @ centred / max(int(cells.sum()), 1)
-            cov = cov + torch.diag(qz_vars[cells].mean(0))
+        moments = LabelPosteriorMoments(self.prior_mean.shape[0], self.prior_mean.shape[1])
+        moments.update(qz_means, qz_vars, y)
+        self.fit_prior_to_moments(moments)
+
+    @torch.no_grad()
+    def fit_prior_to_moments(self, moments: LabelPosteriorMoments) -> None:
+        """:meth:`fit_prior_to_posterior` from moments accumulated over minibatches."""
+        if not self.conditional_prior:
+            return
+        for label, mean, cov in moments.label_gaussians():
+            dtype, device = self.prior_mean.dtype, self.prior_mean.device
+            mean, cov = mean.to(device, dtype), cov.to(device, dtype)
             self.prior_mean[label] = mean
             self.prior_log_scale[label] = 0.5 * torch.log(torch.diagonal(cov))
             self.prior_scale_tril[label] = torch.linalg.cholesky(cov)
@@ -155,3 +161,51 @@ class LabelPriorVAE(VAE):
             y=y,
         )
         return outputs["px"].sample()
+
+
+class LabelPosteriorMoments:
+    """Per-label sums of posterior means, their outer products and variances (float64).
+
+    Accumulated over minibatches, so fitting the label priors never holds every cell's
+    latent: memory is O(labels x latent^2).
+
+    Parameters
+    ----------
+    n_labels
+        Number of label categories.
+    n_latent
+        Latent dimension.
+
+    Examples
+    --------
+    >>> moments = LabelPosteriorMoments(9, 10)
+    >>> moments.update(qz_means, qz_vars, y)
+    >>> module.fit_prior_to_moments(moments)
+    """
+
+    def __init__(self, n_labels: int, n_latent: int) -> None:
+        self.count = torch.zeros(n_labels, dtype=torch.float64)
+        self.sum_mean = torch.zeros(n_labels, n_latent, dtype=torch.float64)
+        self.sum_outer = torch.zeros(n_labels, n_latent, n_latent, dtype=torch.float64)
+        self.sum_var = torch.zeros(n_labels, n_latent, dtype=torch.float64)
+
+    def update(self, qz_means: torch.Tensor, qz_vars: torch.Tensor, y: torch.Tensor) -> None:
+        """Add the posteriors of some cells with label codes ``y``."""
+        m = qz_means.detach().to("cpu", torch.float64)
+        v = qz_vars.detach().to("cpu", torch.float64)
+        y = y.detach().to("cpu").long().view(-1)
+        self.count.index_add_(0, y, torch.ones(len(y), dtype=torch.float64))
+        self.sum_mean.index_add_(0, y, m)
+        self.sum_outer.index_add_(0, y, m[:, :, None] * m[:, None, :])
+        self.sum_var.index_add_(0, y, v)
+
+    def label_gaussians(self) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """``(label, mean, cov(m) + diag(mean(v)))`` of every label seen."""
+        out = []
+        for label in torch.nonzero(self.count > 0).view(-1).tolist():
+            n = self.count[label]
+            mean = self.sum_mean[label] / n
+            cov = self.sum_outer[label] / n - torch.outer(mean, mean)
+            cov = cov + torch.diag(self.sum_var[label] / n)
+            out.append((label, mean, cov))
+        return out

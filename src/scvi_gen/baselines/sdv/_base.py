@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from scvi_gen.base import GenerativeMixin
 from scvi_gen.baselines.sdv._module import SDVModule
 from scvi_gen.baselines.sdv._sdv import pc_columns
-from scvi_gen.metrics import CommonSpace
+from scvi_gen.preprocessing import CommonSpace
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class SDVGeneratorBase(GenerativeMixin, BaseModelClass):
     Reads raw counts, normalises each cell to 10,000 counts over all registered genes, takes
     ``log1p`` of the ``n_top_genes`` seurat_v3 highly variable genes and projects them on a PCA
     with ``n_components`` axes fitted on the training cells (the same recipe as
-    :class:`~scvi_gen.metrics.CommonSpace`). One SDV synthesizer per label is fitted on the
+    :class:`~scvi_gen.preprocessing.CommonSpace`). One SDV synthesizer per label is fitted on the
     principal components of that label's cells (SDV's CTGAN and TVAE cannot condition on a
     column; its fallback, rejection sampling, is slow for rare labels). Generated components
     are mapped back through the PCA to log1p(CP10k) of the modelled genes and clipped at 0.

@@ -1,15 +1,13 @@
-"""MuData support of CFGen: ``setup_mudata``, multimodal generation and cross-modal prediction."""
+"""The multimodal CFGen: one generator over several modalities of the same cells."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import mudata as md
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -20,202 +18,48 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
 
 from scvi_gen._constants import MDATA_FILE, UNS_KEY
-from scvi_gen._matrix import get_matrix, iter_row_chunks
-from scvi_gen.base._conditions import labels_field, observed_conditions
+from scvi_gen.base._conditions import labels_field
+from scvi_gen.base._data_state import Batch, BatchSource, batch_conditions
 from scvi_gen.base._generative_mixin import (
     _check_var_names,
     _seeded_torch,
     check_known_categories,
+    resolve_seed,
 )
 from scvi_gen.base._library_size import per_cell_sizes
-from scvi_gen.base._validation import (
-    check_categorical_complete,
-    check_continuous_finite,
-    check_new_values,
-    check_not_empty,
-    check_values,
-)
+from scvi_gen.base._sampling import sample_nb_csr
+from scvi_gen.base._validation import check_new_values
 from scvi_gen.model.cfgen._library import JointLibrarySizeModel
-from scvi_gen.model.cfgen._multimodal_module import (
-    ModalitySpec,
-    MultimodalCFGenModule,
+from scvi_gen.model.cfgen._model import CFGen
+from scvi_gen.model.cfgen._mudata import (
+    _DEFAULT_PREDICT_BATCH,
+    _OUTPUT,
+    KINDS,
+    LAYER_ARGS,
+    _check_modalities_arg,
+    _dense,
+    _library_block,
+    _training_features,
+    build_mudata,
+    check_cells_aligned,
+    modality_specs,
+    registry_keys,
+    validate_mudata_input,
 )
-from scvi_gen.model.cfgen._sampling import sample_nb_csr
+from scvi_gen.model.cfgen._multimodal_module import ModalitySpec, MultimodalCFGenModule
 
 logger = logging.getLogger(__name__)
 
-AtacLikelihood = Literal["bernoulli", "poisson"]
 
-#: Modality kinds in registration order; the first present one is registered as ``X``.
-KINDS: tuple[str, ...] = ("rna", "protein", "atac")
-LAYER_ARGS: dict[str, str] = {"rna": "rna_layer", "protein": "protein_layer", "atac": "atac_layer"}
-#: Registry key of ATAC counts (RNA uses ``X``, proteins scvi-tools' ``proteins``).
-ATAC_KEY = "atac"
-_CONDITION_ARGS = (
-    "labels_key",
-    "batch_key",
-    "categorical_covariate_keys",
-    "continuous_covariate_keys",
-)
-_OUTPUT = {"nb": "counts", "poisson": "counts", "bernoulli": "binary"}
-_DEFAULT_PREDICT_BATCH = 1024
+class MultimodalCFGen(CFGen):
+    """CFGen on several modalities of the same cells (RNA, protein and/or ATAC in a MuData).
 
-
-def registry_keys(kinds: Sequence[str]) -> dict[str, str]:
-    """Registry key of each present modality kind: the first is ``X``."""
-    keys = {}
-    for i, kind in enumerate(kinds):
-        if i == 0:
-            keys[kind] = REGISTRY_KEYS.X_KEY
-        elif kind == "protein":
-            keys[kind] = REGISTRY_KEYS.PROTEIN_EXP_KEY
-        else:
-            keys[kind] = ATAC_KEY
-    return keys
-
-
-def modality_specs(registry: Mapping[str, Any], atac_likelihood: str) -> list[ModalitySpec]:
-    """The modalities a ``setup_mudata`` registry describes, in registration order.
-
-    Parameters
-    ----------
-    registry
-        A model registry made by :meth:`CFGen.setup_mudata`.
-    atac_likelihood
-        ``"bernoulli"`` or ``"poisson"``.
-
-    Returns
-    -------
-    One :class:`ModalitySpec` per registered modality.
-    """
-    names = registry["setup_args"]["modalities"]
-    kinds = [k for k in KINDS if names.get(LAYER_ARGS[k]) is not None]
-    keys = registry_keys(kinds)
-    specs = []
-    for kind in kinds:
-        state = registry["field_registries"][keys[kind]]["state_registry"]
-        likelihood = atac_likelihood if kind == "atac" else "nb"
-        specs.append(
-            ModalitySpec(
-                kind, names[LAYER_ARGS[kind]], keys[kind], len(state["column_names"]), likelihood
-            )
-        )
-    return specs
-
-
-def validate_mudata_input(
-    mdata: MuData,
-    layers: Mapping[str, tuple[str, str | None]],
-    *,
-    labels_key: str | None,
-    batch_key: str | None,
-    categorical_covariate_keys: Sequence[str] | None,
-    continuous_covariate_keys: Sequence[str] | None,
-    new_data: bool = False,
-) -> None:
-    """Check a MuData before registration; turn every problem into a clear error.
-
-    Parameters
-    ----------
-    mdata
-        The user's MuData (never modified).
-    layers
-        ``{kind: (modality name, layer or None)}`` of the modalities to register.
-    labels_key, batch_key, categorical_covariate_keys, continuous_covariate_keys
-        Condition columns, read from ``mdata.obs``.
-    new_data
-        ``mdata`` is given to a trained model, whose layers are fixed: errors point at putting
-        the counts where the model reads them, not at setup arguments.
-    """
-    if not isinstance(mdata, MuData):
-        raise TypeError(
-            f"setup_mudata needs a MuData, got {type(mdata).__name__}; use setup_anndata for "
-            "an AnnData."
-        )
-    available = list(mdata.mod)
-    for kind, (name, layer) in layers.items():
-        if name not in mdata.mod:
-            raise KeyError(
-                f"modalities[{LAYER_ARGS[kind]!r}]={name!r} is not a modality of the MuData "
-                f"(available: {available})."
-            )
-        mod = mdata.mod[name]
-        check_not_empty(mod, f"Modality {name!r}")
-        check_cells_aligned(mdata, name)
-        if new_data:
-            check_new_values(mod, layer, require_counts=True, owner=f"mdata[{name!r}]")
-            continue
-        where = f"mdata[{name!r}].X" if layer is None else f"mdata[{name!r}].layers[{layer!r}]"
-        try:
-            matrix = get_matrix(mod, layer)
-        except KeyError as err:
-            raise KeyError(f"{where}: {err.args[0]}") from None
-        fix = f"Pass `{LAYER_ARGS[kind]}=` naming a layer of mdata[{name!r}] with raw integer counts."
-        check_values(matrix, require_counts=True, where=where, fix=fix)
-    categorical = [labels_key, batch_key, *(categorical_covariate_keys or [])]
-    for key in [*categorical, *(continuous_covariate_keys or [])]:
-        if key is not None and key not in mdata.obs:
-            holders = [n for n, m in mdata.mod.items() if key in m.obs]
-            hint = (
-                f"; it is in mdata[{holders[0]!r}].obs: copy it with "
-                f"mdata.obs[{key!r}] = mdata[{holders[0]!r}].obs[{key!r}]"
-                if holders
-                else ""
-            )
-            raise KeyError(
-                f"{key!r} is not a column of mdata.obs (columns: {list(mdata.obs.columns)}){hint}."
-            )
-    check_categorical_complete(mdata, categorical, new_data=new_data)
-    check_continuous_finite(mdata, continuous_covariate_keys)
-
-
-def check_cells_aligned(mdata: MuData, name: str) -> None:
-    """Raise unless modality ``name`` holds exactly the MuData's cells, in the same order."""
-    mod = mdata.mod[name]
-    if mod.n_obs == mdata.n_obs and mod.obs_names.equals(mdata.obs_names):
-        return
-    other = next((k for k in mdata.mod if k != name), name)
-    raise ValueError(
-        f"Modality {name!r} does not hold the MuData's cells in the same order "
-        f"({mod.n_obs} of {mdata.n_obs} cells). Keep the cells measured in every modality, in "
-        f"one order, e.g. cells = mdata[{other!r}].obs_names.intersection(mdata[{name!r}]"
-        ".obs_names), then mudata.MuData({k: a[cells].copy() for k, a in mdata.mod.items()})."
-    )
-
-
-def _quiet_mudata() -> Any:
-    """Options that silence mudata 0.3's ``pull_on_update`` warning (0.4 has no option)."""
-    try:
-        return md.set_options(pull_on_update=False)
-    except ValueError:
-        return nullcontext()
-
-
-def build_mudata(parts: Mapping[str, AnnData], obs: pd.DataFrame, uns: Mapping) -> MuData:
-    """A MuData of modalities sharing ``obs`` (also kept in every modality)."""
-    with _quiet_mudata():
-        mdata = MuData(dict(parts))
-    for column in obs.columns:
-        mdata.obs[column] = obs[column].array
-    mdata.uns[UNS_KEY] = dict(uns)
-    return mdata
-
-
-def _library_block(block: Any, likelihood: str) -> np.ndarray:
-    values = (block > 0) if likelihood == "bernoulli" else block
-    return np.asarray(values.sum(axis=1), dtype=np.float64).ravel()
-
-
-def _dense(block: Any) -> np.ndarray:
-    return np.asarray(block.toarray() if sp.issparse(block) else block, dtype=np.float32)
-
-
-class MultimodalMixin:
-    """MuData support for CFGen (mixed in before :class:`~scvi_gen.base.GenerativeMixin`).
-
-    Provides :meth:`setup_mudata`, :meth:`predict_modality`, the multimodal parts of
-    ``generate`` (joint library sizes, one AnnData per modality in a MuData) and MuData-aware
-    ``save``/``load``. The model's methods check :attr:`is_multimodal`.
+    Built by ``CFGen(mdata)`` for a MuData set up with :meth:`CFGen.setup_mudata`. Every
+    modality gets its own encoder into the shared latent, its own decoder, likelihood (NB for
+    RNA and protein, Bernoulli or Poisson for ATAC) and size factor; the flow and its guidance
+    work in the shared latent exactly as for one modality. :meth:`generate` and
+    :meth:`transfer` return a MuData, and :meth:`predict_modality` predicts one modality from
+    others. Library sizes come from a joint (per-label) log-normal model over modalities.
     """
 
     # ------------------------------------------------------------------ setup
@@ -299,29 +143,36 @@ class MultimodalMixin:
         adata_manager.register_fields(mdata, **kwargs)
         cls.register_manager(adata_manager)
 
+    @classmethod
+    def setup_anndata(cls, adata: AnnData, *args: Any, **kwargs: Any) -> None:
+        """Refused: a multimodal CFGen is set up with :meth:`setup_mudata`."""
+        raise TypeError(
+            "MultimodalCFGen models a MuData: use CFGen.setup_mudata(mdata, modalities=...); "
+            "for one modality use CFGen.setup_anndata(adata)."
+        )
+
     @property
-    def is_multimodal(self) -> bool:
-        """Whether the model was set up with :meth:`setup_mudata`."""
-        return self.registry_.get("setup_method_name") == "setup_mudata"
+    def _matrix_keys(self) -> tuple[str, ...]:
+        """Registry keys of every modality's counts (read by the data-state passes)."""
+        return tuple(s.registry_key for s in self.module.modalities)
 
     @property
     def modality_names(self) -> list[str]:
         """Names of the modelled modalities in the training MuData (empty if unimodal)."""
-        return [s.name for s in self.module.modalities] if self.is_multimodal else []
+        return [s.name for s in self.module.modalities]
 
-    def _build_multimodal_module(
-        self, atac_likelihood: str, modality_dropout: float, **kwargs: Any
+    def _build_module(
+        self, module_kwargs: dict[str, Any], atac_likelihood: str, modality_dropout: float
     ) -> MultimodalCFGenModule:
         if atac_likelihood not in ("bernoulli", "poisson"):
             raise ValueError(
                 f"Unknown atac_likelihood {atac_likelihood!r}; use 'bernoulli' or 'poisson'."
             )
         specs = modality_specs(self.registry_, atac_likelihood)
-        return MultimodalCFGenModule(specs, modality_dropout=modality_dropout, **kwargs)
+        return MultimodalCFGenModule(specs, modality_dropout=modality_dropout, **module_kwargs)
 
     def _modality(self, key: str) -> ModalitySpec:
         """A modality by its MuData name or its kind (``"rna"``, ``"protein"``, ``"atac"``)."""
-        self._require_multimodal()
         for spec in self.module.modalities:
             if key in (spec.name, spec.kind):
                 return spec
@@ -330,34 +181,36 @@ class MultimodalMixin:
             f"(kinds {[s.kind for s in self.module.modalities]})."
         )
 
-    def _require_multimodal(self) -> None:
-        if not self.is_multimodal:
-            raise ValueError("This needs a model set up with setup_mudata (a multimodal model).")
-
     def _feature_names(self, spec: ModalitySpec) -> pd.Index:
-        state = self.registry_["field_registries"][spec.registry_key]["state_registry"]
-        return pd.Index([str(v) for v in state["column_names"]])
+        return pd.Index([str(v) for v in self._field_state(spec.registry_key)["column_names"]])
 
     # ------------------------------------------------------------ statistics
-    def _training_libraries(self) -> np.ndarray:
-        """``(n_cells, n_modalities)`` size factors of the registered cells."""
-        columns = []
-        for spec in self.module.modalities:
-            matrix = self.adata_manager.get_from_registry(spec.registry_key)
-            blocks = [_library_block(b, spec.likelihood) for b in iter_row_chunks(matrix)]
-            columns.append(np.concatenate(blocks))
-        return np.stack(columns, axis=1)
+    def _log_libraries(self, batch: Batch) -> np.ndarray:
+        """``(n, n_modalities)`` log size factors of a batch (the prior's library inputs)."""
+        return np.log(np.maximum(self._libraries(batch), 1.0))
 
-    def _fit_multimodal_statistics(self) -> np.ndarray:
-        """Fit the joint library-size model; return the log libraries for the buffers."""
-        libraries = self._training_libraries()
+    def _libraries(self, batch: Batch) -> np.ndarray:
+        return np.stack(
+            [_library_block(batch[s.registry_key], s.likelihood) for s in self.module.modalities],
+            axis=1,
+        )
+
+    def _fit_model_state(self, source: BatchSource) -> None:
+        """The prior's library statistics, then the joint library-size model."""
+        super()._fit_model_state(source)
         fields_ = self.condition_fields
         label = labels_field(fields_)
-        conditions = observed_conditions(self.adata, fields_)
+        # The joint model's per-label covariance needs each cell's size factors: they are
+        # kept (n_cells x n_modalities numbers), not the counts.
+        libraries, conditions = [], []
+        for batch in source():
+            libraries.append(self._libraries(batch))
+            conditions.append(batch_conditions(batch, fields_))
         self.library_joint_model_ = JointLibrarySizeModel.fit(
-            libraries, conditions, None if label is None else label.obs_key
+            np.concatenate(libraries),
+            pd.concat(conditions, ignore_index=True),
+            None if label is None else label.obs_key,
         ).to_dict()
-        return np.log(np.maximum(libraries, 1.0))
 
     # ------------------------------------------------------------ generation
     def _plan_library_sizes(
@@ -366,8 +219,6 @@ class MultimodalMixin:
         library_size: Any,
         rng: np.random.Generator,
     ) -> torch.Tensor | None:
-        if not self.is_multimodal:
-            return super()._plan_library_sizes(plan, library_size, rng)
         fixed = self._fixed_libraries(library_size, len(plan))
         model = JointLibrarySizeModel.from_dict(self.library_joint_model_)
         sizes = model.sample(plan, rng, fixed)
@@ -389,8 +240,6 @@ class MultimodalMixin:
         return fixed
 
     def _generated_var_names(self) -> pd.Index:
-        if not self.is_multimodal:
-            return super()._generated_var_names()
         names = [self._feature_names(s) for s in self.module.modalities]
         return pd.Index(np.concatenate([n.to_numpy() for n in names]))
 
@@ -409,9 +258,7 @@ class MultimodalMixin:
         labels: Any,
         covariates: Mapping[str, Any] | None,
         guidance: Any,
-    ) -> AnnData | MuData:
-        if not self.is_multimodal:
-            return super()._assemble_output(X, plan, var_names, seed, labels, covariates, guidance)
+    ) -> MuData:
         parts = {}
         for spec, block in zip(self.module.modalities, self._split_columns(X)):
             part = super()._assemble_output(
@@ -427,7 +274,7 @@ class MultimodalMixin:
         }
         return build_mudata(parts, first.obs, uns)
 
-    def _sample_modalities(
+    def _decode_block(
         self,
         z: torch.Tensor,
         library: torch.Tensor,
@@ -455,7 +302,10 @@ class MultimodalMixin:
             return sp.csr_matrix(torch.poisson(params["rate"]).cpu().numpy())
         return sp.csr_matrix(torch.bernoulli(params["probs"].clamp(0.0, 1.0)).cpu().numpy())
 
-    def _modalities_to_mudata(self, X: sp.csr_matrix, obs: pd.DataFrame, uns: dict) -> MuData:
+    def _transfer_output(
+        self, X: sp.csr_matrix, obs: pd.DataFrame, uns: dict, var_names: pd.Index
+    ) -> MuData:
+        """The transferred cells as a MuData (the latent was encoded from all modalities)."""
         parts = {}
         for spec, block in zip(self.module.modalities, self._split_columns(X)):
             part = AnnData(
@@ -573,7 +423,6 @@ class MultimodalMixin:
         --------
         >>> proteins = model.predict_modality(mdata_rna_only, from_="rna", to="prot")
         """
-        self._require_multimodal()
         if not self.autoencoder_trained_:
             raise RuntimeError("Train the model first: model.train().")
         sources = [from_] if isinstance(from_, str) else list(from_)
@@ -584,7 +433,7 @@ class MultimodalMixin:
         matrices, obs = self._source_matrices(mdata, source_specs)
         n = len(obs)
         fixed = None if library_size is None else per_cell_sizes(library_size, n, "library_size")
-        seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
+        seed = resolve_seed(seed)
         position = [s.kind for s in self.module.modalities].index(target.kind)
         module = self.module
         module.eval()
@@ -695,7 +544,7 @@ class MultimodalMixin:
         --------
         >>> model.save("my_model/")
         """
-        if not (self.is_multimodal and save_anndata):
+        if not save_anndata:
             super().save(dir_path, prefix, overwrite, save_anndata, **anndata_write_kwargs)
             return
         super().save(dir_path, prefix, overwrite, save_anndata=False)
@@ -731,11 +580,14 @@ class MultimodalMixin:
         --------
         >>> model = scvi_gen.CFGen.load("my_model/", adata=mdata)
         """
-        if not isinstance(adata, MuData):
-            return super().load(dir_path, adata=adata, device=device, prefix=prefix)
+        if adata is not None and not isinstance(adata, MuData):
+            raise TypeError(
+                f"The saved model was set up with setup_mudata: pass a MuData, got "
+                f"{type(adata).__name__}."
+            )
         model = super().load(dir_path, adata=None, device=device, prefix=prefix)
-        if not model.is_multimodal:
-            raise ValueError("The saved model was set up with setup_anndata: pass an AnnData.")
+        if adata is None:
+            return model
         # Checks the MuData (_check_new_data), sets it up with the saved registry and
         # attaches it to the model.
         model._validate_anndata(adata)
@@ -743,9 +595,6 @@ class MultimodalMixin:
 
     def _check_new_data(self, adata: Any) -> None:
         """A MuData with the training modalities, features, cells in one order and counts."""
-        if not self.is_multimodal:
-            super()._check_new_data(adata)
-            return
         if not isinstance(adata, MuData):
             raise TypeError(
                 f"This CFGen was set up with setup_mudata: pass a MuData with the modalities "
@@ -774,45 +623,16 @@ class MultimodalMixin:
         )
         check_known_categories(adata.obs, self.condition_fields)
 
+    # ----------------------------------------------- unimodal-only operations
+    def posterior_predictive_sample(self, *args: Any, **kwargs: Any) -> Any:
+        """Not available for several modalities: use :meth:`transfer` on the MuData."""
+        raise NotImplementedError(
+            "posterior_predictive_sample is not available for a multimodal CFGen; use "
+            "model.transfer(mdata)."
+        )
 
-def _training_features(part: AnnData, wanted: pd.Index, name: str) -> AnnData:
-    """``part`` with the training features in training order; clear error if any is missing."""
-    names = pd.Index(part.var_names.astype(str))
-    if names.equals(wanted):
-        return part
-    missing = wanted.difference(names)
-    if len(missing):
-        raise ValueError(
-            f"Modality {name!r} lacks {len(missing)} of the {len(wanted)} training features "
-            f"(e.g. {list(missing[:5])}); pass the features the model was trained on."
+    def impute(self, *args: Any, **kwargs: Any) -> Any:
+        """Not available for several modalities: use :meth:`predict_modality`."""
+        raise NotImplementedError(
+            "impute is not available for a multimodal CFGen; use model.predict_modality(...)."
         )
-    return part[:, wanted]
-
-
-def _check_modalities_arg(modalities: Mapping[str, str] | None) -> dict[str, str]:
-    """Validate ``modalities`` of setup_mudata; return ``{layer argument: modality name}``."""
-    example = "{'rna_layer': 'rna', 'protein_layer': 'prot', 'atac_layer': 'atac'}"
-    if not modalities:
-        raise ValueError(f"Pass `modalities` naming the modalities to model, e.g. {example}.")
-    allowed = set(LAYER_ARGS.values())
-    unknown = sorted(set(modalities) - allowed - set(_CONDITION_ARGS))
-    if unknown:
-        raise ValueError(
-            f"Unknown keys {unknown} in `modalities`; use {sorted(allowed)}, e.g. {example}."
-        )
-    per_modality = sorted(set(modalities) & set(_CONDITION_ARGS))
-    if per_modality:
-        raise ValueError(
-            f"CFGen reads conditions from mdata.obs; drop {per_modality} from `modalities` "
-            "and put those columns in mdata.obs."
-        )
-    names = {k: v for k, v in modalities.items() if v is not None}
-    if not names:
-        raise ValueError(f"`modalities` names no modality; e.g. {example}.")
-    repeated = sorted({v for v in names.values() if list(names.values()).count(v) > 1})
-    if repeated:
-        raise ValueError(
-            f"`modalities` names {repeated} for more than one layer argument; every modality "
-            f"is modelled once, with one likelihood: e.g. {example}."
-        )
-    return dict(names)

@@ -24,13 +24,12 @@ from scvi_gen.model.discrete_diffusion._schedule import (
 )
 from scvi_gen.model.discrete_diffusion._tokenizer import BinningMethod, ExpressionTokenizer
 from scvi_gen.nn._ema import ema_step
+from scvi_gen.preprocessing import TARGET_SUM
 
 logger = logging.getLogger(__name__)
 
 ValueTransform = Literal["log1p_cp10k", "counts"]
 LossEstimator = Literal["count", "time"]
-#: Target total of the CP10k normalisation.
-TARGET_SUM = 1e4
 #: Smallest time drawn by the ``"time"`` estimator (its weight ``1/t`` is unbounded at 0).
 _T_MIN = 1e-4
 

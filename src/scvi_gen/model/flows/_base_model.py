@@ -4,56 +4,61 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
-from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
+from scvi.train import TrainRunner
 
-from scvi_gen._matrix import iter_row_chunks
-from scvi_gen.base import GenerativeMixin, RestoreBestWeights
+from scvi_gen.base import BatchSource, GenerativeMixin, RestoreBestWeights
 from scvi_gen.model.flows._conditioning import categorical_slots
+from scvi_gen.model.flows._data_state import fit_module_state
 from scvi_gen.model.flows._module import ConditionalFlowModule, TransformBuilder
 from scvi_gen.model.flows._presets import FlowPreset, get_preset
-from scvi_gen.model.flows._representation import n_modelled_genes, select_genes
+from scvi_gen.model.flows._representation import explicit_gene_mask, gene_mask, n_modelled_genes
+from scvi_gen.train import GeneratorTrainingPlan
 
 logger = logging.getLogger(__name__)
 
 OutputKind = Literal["lognorm", "counts"]
 
 
-def _with_fused_optimizer(plan: dict[str, Any]) -> dict[str, Any]:
-    """Replace scvi-tools' Adam/AdamW by the same optimizer with fused (single-kernel) updates.
+class _TrainRunner(TrainRunner):
+    """scvi-tools' runner, also for a model without a registered AnnData.
 
-    The flows have millions of weights and little compute per weight; the optimizer's
-    per-tensor element-wise passes are a large share of a CPU training step.
+    scvi-tools 1.4's early-stopping sanity check for a ``DataSplitter`` reads
+    ``model.adata.n_obs``, which fails for a model built with ``registry=`` and trained on a
+    data module: the split's own AnnData stands in for that check.
     """
-    plan = dict(plan)
-    optimizer = torch.optim.AdamW if plan.pop("optimizer") == "AdamW" else torch.optim.Adam
-    settings = {
-        "lr": plan.get("lr", 1e-3),
-        "weight_decay": plan.get("weight_decay", 0.0),
-        "eps": plan.pop("eps", 1e-8),
-    }
 
-    def create(params: Any) -> torch.optim.Optimizer:
-        params = list(params)
-        fused = all(p.device.type in ("cpu", "cuda") for p in params)
-        return optimizer(params, fused=fused or None, **settings)
-
-    return {**plan, "optimizer": "Custom", "optimizer_creator": create}
+    def __init__(self, model: Any, training_plan: Any, data_splitter: Any, **kwargs: Any) -> None:
+        if model.adata is not None:
+            super().__init__(model, training_plan, data_splitter, **kwargs)
+            return
+        manager = getattr(data_splitter, "adata_manager", None)
+        stand_in = SimpleNamespace(adata=getattr(manager, "adata", None))
+        super().__init__(stand_in, training_plan, data_splitter, **kwargs)
+        self.model = model
+        self.trainer._model = model
 
 
 class FlowModelBase(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """Shared base of the conditional flows (not used directly).
 
     Reads raw counts (``setup_anndata`` checks them), models dequantised, standardised
-    log1p(CP10k) of a gene set chosen at construction (seurat_v3 HVGs by default) and generates
-    log1p(CP10k) values (or counts, with ``output="counts"``) that are never negative. Subclasses call
+    log1p(CP10k) of a gene set (seurat_v3 HVGs by default) and generates log1p(CP10k) values
+    (or counts, with ``output="counts"``) that are never negative. Subclasses call
     :meth:`_init_flow` from ``__init__``.
+
+    The architecture depends on the registry and the init arguments only; the data state
+    (genes, scalers, condition statistics, ActNorm initialisation) is fitted in streaming
+    passes (:meth:`_fit_model_state`): at construction from a registered AnnData, or, for a
+    model built with ``adata=None, registry=...``, from the training loader of
+    ``train(datamodule=...)``.
     """
 
     _requires_counts = True
@@ -61,6 +66,9 @@ class FlowModelBase(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
     # Sampling holds every layer's per-cell parameters of a chunk at once (~1.8 GB for 1,024
     # cells x 2,000 genes); 256 cells keep it under 0.5 GB at the same speed per cell.
     _generation_chunk = 256
+    # A plan class, not a local optimizer closure: it pickles under ddp_spawn.
+    _training_plan_cls = GeneratorTrainingPlan
+    _train_runner_cls = _TrainRunner
 
     def _init_flow(
         self,
@@ -73,16 +81,17 @@ class FlowModelBase(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
         embedding_dim: int,
         build_transforms: TransformBuilder,
     ) -> None:
-        """Select genes, build the module and fit the representation (when ``adata`` is given).
+        """Build the module from the registry, then fit the data state when ``adata`` is given.
 
         Parameters
         ----------
         adata
-            Registered AnnData, or ``None`` when loading (buffers come from the state dict).
+            Registered AnnData, or ``None`` (loading, or a model trained with
+            ``train(datamodule=...)``, which fits the data state from the loader).
         preset
             Name of the training preset.
         n_top_genes, genes
-            The gene set (see :func:`~scvi_gen.model.flows.select_genes`).
+            The gene set (see :func:`~scvi_gen.model.flows.gene_mask`).
         output
             ``"lognorm"`` or ``"counts"``.
         embedding_dim
@@ -95,42 +104,45 @@ class FlowModelBase(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError(f"`output` must be 'lognorm' or 'counts', got {output!r}.")
         # Instance attribute read by GenerativeMixin (rounding, library sizes, output layer).
         self._output_kind = output
+        if genes is not None:  # checked against the registered genes before any data is read
+            explicit_gene_mask(self._training_var_names(), genes)
+        self._n_top_genes = n_top_genes
+        self._genes = None if genes is None else [str(g) for g in genes]
         n_genes = n_modelled_genes(self.summary_stats.n_vars, n_top_genes, genes)
         fields = self.condition_fields
-        n_continuous = sum(not f.is_categorical for f in fields)
         self.module = ConditionalFlowModule(
             n_genes,
             build_transforms,
             slots=categorical_slots(fields),
-            n_continuous=n_continuous,
+            n_continuous=sum(not f.is_categorical for f in fields),
             embedding_dim=embedding_dim,
         )
-        if adata is not None:
-            self._fit_representation(adata, n_top_genes, genes, n_continuous)
         self._init_generative_state(adata)
 
-    def _fit_representation(
-        self,
-        adata: AnnData,
-        n_top_genes: int | None,
-        genes: Sequence[str] | None,
-        n_continuous: int,
-    ) -> None:
-        matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        var_names = pd.Index([str(v) for v in adata.var_names])
-        self.genes_ = select_genes(matrix, var_names, n_top_genes=n_top_genes, genes=genes)
-        if len(self.genes_) != self.module.n_genes:
+    def _fit_model_state(self, source: BatchSource) -> None:
+        """Choose the genes and fit the module's data state in streaming passes.
+
+        Two passes for seurat_v3 HVGs (none for an explicit gene list or all genes), one for
+        the representation's per-gene statistics and the condition encoder's library and
+        continuous-covariate statistics, and, with ActNorm layers, one that samples a fixed
+        number of cells for their initialisation (see
+        :func:`~scvi_gen.model.flows.fit_module_state`).
+
+        Parameters
+        ----------
+        source
+            Batches of the training cells (:data:`~scvi_gen.base.BatchSource`).
+        """
+        var_names = self._training_var_names()
+        mask = gene_mask(source, var_names, n_top_genes=self._n_top_genes, genes=self._genes)
+        positions = np.flatnonzero(mask)
+        if len(positions) != self.module.n_genes:
             raise RuntimeError(
-                f"Selected {len(self.genes_)} genes but expected {self.module.n_genes}."
+                f"Selected {len(positions)} genes but expected {self.module.n_genes} (repeated "
+                "gene names in `genes`?)."
             )
-        self.module.representation.fit(matrix, var_names.get_indexer(self.genes_))
-        library = np.concatenate(
-            [np.asarray(block.sum(axis=1)).ravel() for block in iter_row_chunks(matrix)]
-        )
-        self.module.conditions.fit_library(library)
-        if n_continuous:
-            cont = self.adata_manager.get_from_registry(REGISTRY_KEYS.CONT_COVS_KEY)
-            self.module.conditions.fit_continuous(np.asarray(cont))
+        self.genes_ = [str(g) for g in var_names[mask]]
+        fit_module_state(self.module, source, positions)
         logger.info("Modelling %d genes.", len(self.genes_))
 
     # ---------------------------------------------------------------- training
@@ -151,6 +163,7 @@ class FlowModelBase(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
         gradient_clip_val: float | None = None,
         restore_best_weights: bool | None = None,
         train_size: float | None = None,
+        datamodule: Any | None = None,
         plan_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -160,7 +173,8 @@ class FlowModelBase(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
         AdamW, lr 1e-3, weight decay 1e-4, gradient clipping at 5, LR halving on plateaus,
         early stopping on the validation NLL with patience 6 and restoring the best epoch,
         at most 300 epochs; ``preset="paper"``: Adam, lr 1e-6, 100 epochs, batch 128, no early
-        stopping).
+        stopping). Adam/AdamW use fused single-kernel updates
+        (:class:`~scvi_gen.train.GeneratorTrainingPlan`).
 
         Parameters
         ----------
@@ -171,7 +185,7 @@ class FlowModelBase(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
         weight_decay
             Weight decay.
         batch_size
-            Minibatch size.
+            Minibatch size (not used with ``datamodule``).
         early_stopping
             Stop when ``validation_loss`` (the validation NLL) stops improving.
         early_stopping_patience
@@ -182,9 +196,16 @@ class FlowModelBase(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
             Reload the weights of the epoch with the lowest validation loss at the end
             (default: on when early stopping is on).
         train_size
-            Fraction of cells used for training (the rest validates).
+            Fraction of cells used for training (the rest validates; not used with
+            ``datamodule``).
+        datamodule
+            A Lightning data module yielding scvi-tools minibatches (e.g.
+            :class:`~scvi.dataloaders.DataSplitter` over a backed AnnData) instead of the
+            registered AnnData. A model built with ``adata=None, registry=...`` first fits its
+            data state from the module's training loader.
         plan_kwargs
-            Further :class:`~scvi.train.TrainingPlan` arguments (they override the preset).
+            Further :class:`~scvi_gen.train.GeneratorTrainingPlan` arguments (they override
+            the preset).
         **kwargs
             Passed to :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` and the
             Lightning trainer.
@@ -193,15 +214,23 @@ class FlowModelBase(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
         --------
         >>> model.train()  # the preset's settings
         >>> model.train(max_epochs=50, lr=5e-4)
+        >>> model = scvi_gen.MAFFlow(None, registry=manager.registry)
+        >>> model.train(max_epochs=20, datamodule=DataSplitter(manager, batch_size=128))
         """
+        self._fit_data_state_for_training(datamodule)
         defaults = self._preset.train
-        plan = {**self._preset.plan, **(plan_kwargs or {})}
+        # fused: the flows have millions of weights and little compute per weight, so the
+        # optimizer's per-tensor element-wise passes are a large share of a CPU step.
+        plan = {"fused": True, **self._preset.plan, **(plan_kwargs or {})}
         if lr is not None:
             plan["lr"] = lr
         if weight_decay is not None:
             plan["weight_decay"] = weight_decay
         early_stopping = defaults["early_stopping"] if early_stopping is None else early_stopping
-        has_validation = train_size is None or train_size < 1.0
+        if datamodule is None:
+            has_validation = train_size is None or train_size < 1.0
+        else:  # scvi-tools' DataSplitter knows its validation size; assume one otherwise
+            has_validation = bool(getattr(datamodule, "n_val", 1))
         if not has_validation:
             early_stopping = False
             plan["reduce_lr_on_plateau"] = False
@@ -223,18 +252,30 @@ class FlowModelBase(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 "early_stopping_patience",
                 early_stopping_patience or defaults.get("early_stopping_patience", 10),
             )
-        if plan.get("optimizer", "Adam") in ("Adam", "AdamW"):
-            plan = _with_fused_optimizer(plan)
         super().train(
             max_epochs=max_epochs or defaults["max_epochs"],
             batch_size=batch_size or defaults["batch_size"],
             train_size=train_size,
             early_stopping=early_stopping,
+            datamodule=datamodule,
             plan_kwargs=plan,
             callbacks=callbacks,
             **kwargs,
         )
         self.module.eval()
+
+    def _fit_data_state_for_training(self, datamodule: Any | None) -> None:
+        """Fit the data state from ``datamodule``'s training loader if it is not fitted yet."""
+        if getattr(self, "data_state_fitted_", False):
+            return
+        if datamodule is not None and hasattr(datamodule, "setup"):
+            # scvi-tools' DataSplitter draws its train indices in setup(), which Lightning only
+            # calls inside fit; it draws them from scvi.settings.seed, so fit's call repeats it.
+            datamodule.setup("fit")
+        # The passes shuffle with torch's global generator: fork it so that training draws
+        # the same numbers whether or not the state was fitted here.
+        with torch.random.fork_rng(devices=[]):
+            self._ensure_data_state(datamodule)
 
     # -------------------------------------------------------------- generation
     def _generated_var_names(self) -> pd.Index:

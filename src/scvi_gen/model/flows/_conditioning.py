@@ -11,7 +11,7 @@ import torch
 from scvi import REGISTRY_KEYS
 from torch import Tensor, nn
 
-from scvi_gen.base import ConditionField
+from scvi_gen.base import ConditionField, RunningMoments
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +47,10 @@ def categorical_slots(fields: Sequence[ConditionField]) -> list[CategoricalSlot]
 class ConditionEncoder(nn.Module):
     """Context vector of a cell: condition embeddings, covariates and library size.
 
-    One learned embedding per categorical condition. The label embedding comes first, followed by batch and categorical covariates (the order
-    of ``model.condition_fields``), then the continuous covariates and ``log(library size)``,
-    both standardised with stored training statistics. The library size is part of the
+    One learned embedding per categorical condition. The label embedding comes first,
+    followed by batch and categorical covariates (the order of ``model.condition_fields``),
+    then the continuous covariates and ``log(library size)``, both standardised with stored
+    training statistics. The library size is part of the
     context because the dequantised representation depends on it (a zero count of a cell with
     ``L`` counts spans ``[0, log1p(10^4 / L))``): training uses each cell's own total count,
     generation a library size drawn from the per-condition library-size model.
@@ -94,17 +95,51 @@ class ConditionEncoder(nn.Module):
         )
 
     def fit_continuous(self, values: np.ndarray) -> None:
-        """Store mean and standard deviation of the training continuous covariates."""
-        values = np.asarray(values, dtype=np.float64).reshape(-1, self.n_continuous)
-        self.continuous_mean.copy_(torch.from_numpy(values.mean(axis=0)).float())
-        std = torch.from_numpy(values.std(axis=0)).float()
+        """Store mean and standard deviation of the training continuous covariates.
+
+        Parameters
+        ----------
+        values
+            ``(n_cells, n_continuous)`` covariate values.
+        """
+        moments = RunningMoments(self.n_continuous)
+        moments.update(np.asarray(values, dtype=np.float64).reshape(-1, self.n_continuous))
+        self.set_continuous(moments)
+
+    def set_continuous(self, moments: RunningMoments) -> None:
+        """Store the continuous-covariate statistics accumulated over the training batches.
+
+        Parameters
+        ----------
+        moments
+            :class:`~scvi_gen.base.RunningMoments` of the ``(n_cells, n_continuous)`` values.
+        """
+        self.continuous_mean.copy_(torch.from_numpy(moments.mean).float())
+        std = torch.from_numpy(moments.std()).float()
         self.continuous_std.copy_(torch.where(std > 0, std, torch.ones_like(std)))
 
     def fit_library(self, library: np.ndarray) -> None:
-        """Store mean and standard deviation of the training cells' log library sizes."""
-        log_library = np.log(np.maximum(np.asarray(library, dtype=np.float64), 1.0))
-        self.log_library_mean.fill_(float(log_library.mean()))
-        self.log_library_std.fill_(float(log_library.std()) or 1.0)
+        """Store mean and standard deviation of the training cells' log library sizes.
+
+        Parameters
+        ----------
+        library
+            Total counts of every training cell.
+        """
+        moments = RunningMoments(1)
+        moments.update(log_library_sizes(library))
+        self.set_library(moments)
+
+    def set_library(self, moments: RunningMoments) -> None:
+        """Store the log-library-size statistics accumulated over the training batches.
+
+        Parameters
+        ----------
+        moments
+            :class:`~scvi_gen.base.RunningMoments` of :func:`log_library_sizes` (1-D updates).
+        """
+        self.log_library_mean.fill_(float(moments.mean[0]))
+        self.log_library_std.fill_(float(moments.std()[0]) or 1.0)
 
     def forward(
         self, conditions: Mapping[str, Tensor], library: Tensor | None = None
@@ -131,3 +166,18 @@ class ConditionEncoder(nn.Module):
             log_library = library.float().clamp_min(1.0).log()
             parts.append((log_library - self.log_library_mean) / self.log_library_std)
         return torch.cat(parts, dim=-1)
+
+
+def log_library_sizes(library: np.ndarray) -> np.ndarray:
+    """``log(max(L, 1))`` of library sizes, float64 (the statistic the context standardises).
+
+    Parameters
+    ----------
+    library
+        Total counts of some cells.
+
+    Returns
+    -------
+    ``(n,)`` log library sizes.
+    """
+    return np.log(np.maximum(np.asarray(library, dtype=np.float64).ravel(), 1.0))

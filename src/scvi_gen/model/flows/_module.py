@@ -14,8 +14,8 @@ from zuko.distributions import DiagNormal
 from zuko.lazy import Flow, LazyTransform, UnconditionalDistribution
 
 from scvi_gen.model.flows._conditioning import CategoricalSlot, ConditionEncoder
+from scvi_gen.model.flows._layers import ActNorm
 from scvi_gen.model.flows._representation import LogNormRepresentation
-from scvi_gen.nn._flow_layers import ActNorm
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,9 @@ class ConditionalFlowModule(BaseModuleClass):
     ``loss()`` is the negative log-likelihood per cell (in the standardised space), returned as
     ``reconstruction_loss`` of a :class:`~scvi.module.base.LossOutput`, so the stock
     :class:`~scvi.train.TrainingPlan` trains it and early stopping monitors
-    ``validation_loss``. ActNorm layers are initialised from the first training batch.
+    ``validation_loss``. ActNorm layers are initialised before training from a sample of
+    cells (:func:`~scvi_gen.model.flows.fit_module_state`); a module trained without that
+    initialises them from its first training batch.
 
     Parameters
     ----------
@@ -87,7 +89,15 @@ class ConditionalFlowModule(BaseModuleClass):
 
     @torch.no_grad()
     def data_dependent_init(self, z: Tensor, c: Tensor | None) -> None:
-        """Initialise every ActNorm layer from the activations of one batch arriving at it."""
+        """Initialise every ActNorm layer from the activations of one batch arriving at it.
+
+        Parameters
+        ----------
+        z
+            ``(n, n_genes)`` cells in the flow's space (:meth:`LogNormRepresentation.encode`).
+        c
+            Their context (:meth:`context`), or ``None``.
+        """
         for layer in self.layers:
             if isinstance(layer, ActNorm) and not bool(layer.initialized):
                 layer.initialize(z)

@@ -30,8 +30,8 @@ from torch.distributions import Transform
 from zuko.lazy import LazyTransform
 from zuko.transforms import CouplingTransform, DependentTransform, MonotonicAffineTransform
 
+from scvi_gen.model.flows._layers import ActNorm, AttentionExpert, GroupedLinear
 from scvi_gen.model.flows._maf import gene_orders, maf_layer, marginal_spline_layer
-from scvi_gen.nn._flow_layers import ActNorm, AttentionExpert, GroupedLinear
 
 logger = logging.getLogger(__name__)
 

@@ -25,17 +25,19 @@ of real log1p(CP10k) data.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from scvi import REGISTRY_KEYS
 from torch import Tensor, nn
 
-from scvi_gen._matrix import iter_row_chunks
-from scvi_gen.metrics import select_hvgs
-from scvi_gen.metrics._common_space import TARGET_SUM
+from scvi_gen._matrix import DEFAULT_CHUNK_SIZE, iter_row_chunks
+from scvi_gen.base import BatchSource
+from scvi_gen.preprocessing import TARGET_SUM, select_hvgs_from_source
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,11 @@ def n_modelled_genes(n_vars: int, n_top_genes: int | None, genes: Sequence[str] 
     Returns
     -------
     The number of modelled genes.
+
+    Examples
+    --------
+    >>> n_modelled_genes(30_000, 2000, None)
+    2000
     """
     if genes is not None:
         return len(genes)
@@ -68,18 +75,89 @@ def n_modelled_genes(n_vars: int, n_top_genes: int | None, genes: Sequence[str] 
     return int(n_top_genes)
 
 
+def explicit_gene_mask(var_names: pd.Index, genes: Sequence[str]) -> np.ndarray:
+    """Boolean mask of an explicit gene list over ``var_names`` (no data needed).
+
+    Parameters
+    ----------
+    var_names
+        Registered gene names.
+    genes
+        Gene names to model; unique, at least 2, all in ``var_names``.
+
+    Returns
+    -------
+    ``(n_vars,)`` boolean mask.
+
+    Examples
+    --------
+    >>> explicit_gene_mask(pd.Index(["a", "b", "c"]), ["c", "a"]).tolist()
+    [True, False, True]
+    """
+    var_names = pd.Index([str(v) for v in var_names])
+    wanted = pd.Index([str(g) for g in genes])
+    if not wanted.is_unique or len(wanted) < 2:
+        raise ValueError("`genes` must list at least 2 distinct gene names.")
+    missing = wanted.difference(var_names)
+    if len(missing):
+        raise ValueError(
+            f"{len(missing)} of `genes` are not in adata.var_names: {list(missing[:10])}."
+        )
+    return np.asarray(var_names.isin(wanted))
+
+
+def gene_mask(
+    source: BatchSource,
+    var_names: pd.Index,
+    n_top_genes: int | None = 2000,
+    genes: Sequence[str] | None = None,
+) -> np.ndarray:
+    """The genes a flow models, as a mask: an explicit list, seurat_v3 HVGs, or all genes.
+
+    Only the HVG choice reads data: two streaming passes over ``source``
+    (:func:`~scvi_gen.preprocessing.select_hvgs_from_source`, scanpy's seurat_v3 genes).
+
+    Parameters
+    ----------
+    source
+        Batches of the training counts (all registered genes).
+    var_names
+        Registered gene names.
+    n_top_genes
+        Number of seurat_v3 highly variable genes; ``None`` or at least the number of genes
+        keeps all genes.
+    genes
+        Explicit gene names (overrides ``n_top_genes``).
+
+    Returns
+    -------
+    ``(n_vars,)`` boolean mask over the registered genes.
+
+    Examples
+    --------
+    >>> mask = gene_mask(manager_source(model.adata_manager), model.adata.var_names, 2000)
+    """
+    if genes is not None:
+        return explicit_gene_mask(var_names, genes)
+    n_vars = len(var_names)
+    n_genes = n_modelled_genes(n_vars, n_top_genes, None)
+    if n_genes == n_vars:
+        return np.ones(n_vars, dtype=bool)
+    return np.asarray(select_hvgs_from_source(source, n_vars, n_genes, return_mask=True))
+
+
 def select_genes(
     matrix: np.ndarray | sp.spmatrix,
     var_names: pd.Index,
     n_top_genes: int | None = 2000,
     genes: Sequence[str] | None = None,
 ) -> list[str]:
-    """Choose the genes a flow models: an explicit list, seurat_v3 HVGs, or all genes.
+    """Choose the genes a flow models from a count matrix (see :func:`gene_mask`).
 
     Parameters
     ----------
     matrix
-        Raw counts, cells x genes (sparse stays sparse).
+        Raw counts, cells x genes (dense, sparse or backed; read in row chunks).
     var_names
         Gene names of ``matrix``.
     n_top_genes
@@ -97,20 +175,80 @@ def select_genes(
     >>> genes = select_genes(adata.X, adata.var_names, n_top_genes=2000)
     """
     var_names = pd.Index([str(v) for v in var_names])
-    if genes is not None:
-        wanted = pd.Index([str(g) for g in genes])
-        if not wanted.is_unique or len(wanted) < 2:
-            raise ValueError("`genes` must list at least 2 distinct gene names.")
-        missing = wanted.difference(var_names)
-        if len(missing):
-            raise ValueError(
-                f"{len(missing)} of `genes` are not in adata.var_names: {list(missing[:10])}."
-            )
-        return [g for g in var_names if g in set(wanted)]
-    n_genes = n_modelled_genes(len(var_names), n_top_genes, None)
-    if n_genes == len(var_names):
-        return list(var_names)
-    return [str(g) for g in select_hvgs(matrix, var_names, n_genes)]
+    mask = gene_mask(matrix_source(matrix), var_names, n_top_genes, genes)
+    return [str(g) for g in var_names[mask]]
+
+
+def matrix_source(matrix: Any, chunk_size: int = DEFAULT_CHUNK_SIZE) -> BatchSource:
+    """A batch source over the row chunks of a bare count matrix (no conditions).
+
+    Parameters
+    ----------
+    matrix
+        Dense array, sparse matrix or backed dataset.
+    chunk_size
+        Rows per batch.
+
+    Returns
+    -------
+    A :data:`~scvi_gen.base.BatchSource` yielding ``{"X": csr block}``.
+
+    Examples
+    --------
+    >>> n_cells = sum(b["X"].shape[0] for b in matrix_source(adata.X)())
+    """
+
+    def batches() -> Iterator[dict[str, Any]]:
+        for block in iter_row_chunks(matrix, chunk_size):
+            yield {REGISTRY_KEYS.X_KEY: sp.csr_matrix(block)}
+
+    return batches
+
+
+class RepresentationMoments:
+    """Per-gene sum and sum of squares of dequantised log1p(CP10k), accumulated over batches.
+
+    The dequantisation noise is drawn from one seeded generator in stream order, one
+    ``(cells, genes)`` draw per batch, so the same batches give the same statistics.
+
+    Parameters
+    ----------
+    positions
+        Column positions of the modelled genes among the registered genes.
+    seed
+        Seed of the dequantisation noise.
+
+    Examples
+    --------
+    >>> moments = RepresentationMoments(positions)
+    >>> for batch in source():
+    ...     moments.update(batch["X"])
+    >>> mean, std = moments.result()
+    """
+
+    def __init__(self, positions: np.ndarray, seed: int = 0) -> None:
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.count = 0
+        self._total = torch.zeros(len(self.positions), dtype=torch.float64)
+        self._total_sq = torch.zeros(len(self.positions), dtype=torch.float64)
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def update(self, block: np.ndarray | sp.spmatrix) -> None:
+        """Add the cells of one row block of counts (all registered genes)."""
+        sub, library = _dense_block(block, self.positions)
+        u = torch.rand(sub.shape, generator=self._generator, dtype=torch.float64)
+        values = dequantise(sub, cp10k_scale(library), u)
+        self._total += values.sum(dim=0)
+        self._total_sq += values.square().sum(dim=0)
+        self.count += sub.shape[0]
+
+    def result(self) -> tuple[Tensor, Tensor]:
+        """Per-gene mean and standard deviation (float64)."""
+        if self.count == 0:
+            raise ValueError("The training data has no cells.")
+        mean = self._total / self.count
+        std = (self._total_sq / self.count - mean.square()).clamp_min(0.0).sqrt()
+        return mean, std
 
 
 class LogNormRepresentation(nn.Module):
@@ -156,21 +294,23 @@ class LogNormRepresentation(nn.Module):
         gene_positions
             Column positions of the modelled genes.
         """
-        positions = np.asarray(gene_positions, dtype=np.int64)
+        moments = RepresentationMoments(gene_positions)
+        for batch in matrix_source(matrix)():
+            moments.update(batch[REGISTRY_KEYS.X_KEY])
+        self.set_statistics(moments)
+
+    def set_statistics(self, moments: RepresentationMoments) -> None:
+        """Store the gene positions and statistics accumulated by ``moments``.
+
+        Parameters
+        ----------
+        moments
+            Statistics of the training cells (:class:`RepresentationMoments`).
+        """
+        positions = moments.positions
         if len(positions) != self.n_genes:
             raise ValueError(f"Expected {self.n_genes} gene positions, got {len(positions)}.")
-        total = torch.zeros(len(positions), dtype=torch.float64)
-        total_sq = torch.zeros(len(positions), dtype=torch.float64)
-        generator = torch.Generator().manual_seed(0)
-        for block in iter_row_chunks(matrix):
-            sub, library = _dense_block(block, positions)
-            u = torch.rand(sub.shape, generator=generator, dtype=torch.float64)
-            values = dequantise(sub, cp10k_scale(library), u)
-            total += values.sum(dim=0)
-            total_sq += values.square().sum(dim=0)
-        n = matrix.shape[0]
-        mean = total / n
-        std = (total_sq / n - mean.square()).clamp_min(0.0).sqrt()
+        mean, std = moments.result()
         self.gene_index.copy_(torch.from_numpy(positions))
         self.mean.copy_(mean.float())
         self.std.copy_(std.float().clamp_min(1e-3))
@@ -190,10 +330,28 @@ class LogNormRepresentation(nn.Module):
         -------
         ``(n, n_genes)`` values in the flow's space.
         """
-        scale = cp10k_scale(counts.sum(dim=-1, keepdim=True))
+        library = counts.sum(dim=-1, keepdim=True)
         sub = counts.index_select(-1, self.gene_index)
         u = torch.rand_like(sub) if dequantize else torch.full_like(sub, 0.5)
-        return (dequantise(sub, scale, u) - self.mean) / self.std
+        return self.encode_selected(sub, library, u)
+
+    def encode_selected(self, sub: Tensor, library: Tensor, u: Tensor) -> Tensor:
+        """Counts of the modelled genes only -> flow space (what :meth:`encode` computes).
+
+        Parameters
+        ----------
+        sub
+            ``(n, n_genes)`` counts of the modelled genes.
+        library
+            ``(n, 1)`` total counts over all registered genes.
+        u
+            ``(n, n_genes)`` dequantisation noise in ``[0, 1)``.
+
+        Returns
+        -------
+        ``(n, n_genes)`` values in the flow's space.
+        """
+        return (dequantise(sub, cp10k_scale(library), u) - self.mean) / self.std
 
     def decode(self, z: Tensor, library: Tensor) -> tuple[Tensor, Tensor]:
         """Flow-space values -> (log1p(CP10k), counts), inverting :meth:`encode`.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -14,26 +14,39 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
 from scvi_gen._matrix import iter_row_chunks
-from scvi_gen.base._guidance import GuidanceArg
+from scvi_gen.base._data_state import BatchSource
+from scvi_gen.base._latent_model import LatentGenerator
+from scvi_gen.base._latent_module import Dispersion, Stage
 from scvi_gen.base._ode import ODEMethod
+from scvi_gen.base._sampling import sample_nb_csr
 from scvi_gen.base._validation import check_new_values, check_not_empty
-from scvi_gen.model.cfgen._model import CFGen, _first_not_none
-from scvi_gen.model.cfgen._module import AttributeSlot, Dispersion, Stage
-from scvi_gen.model.cfgen._sampling import sample_nb_csr
+from scvi_gen.model.cfgen._model import TRAIN_DEFAULTS as _CFGEN_TRAIN_DEFAULTS
 from scvi_gen.model.latent_diffusion._module import LatentDiffusionModule
 
 logger = logging.getLogger(__name__)
 
-_DEFAULT_MAX_EPOCHS_AUTOENCODER = 20
-_DEFAULT_MAX_EPOCHS_FLOW = 150
 #: The attention autoencoder needs many optimiser steps: small batches and a higher rate than
 #: CFGen's MLP (on PBMC3K, 2,000 HVGs, its validation NLL levels off after ~6 epochs of 64).
-_AUTOENCODER_PLAN_DEFAULTS = {"lr": 2e-3}
+#: Gradients are clipped at norm 1 unless ``gradient_clip_val`` is given.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    **_CFGEN_TRAIN_DEFAULTS,
+    "max_epochs_autoencoder": 20,
+    "max_epochs_flow": 150,
+    "batch_size": 64,
+    "plan": {
+        "autoencoder": {**_CFGEN_TRAIN_DEFAULTS["plan"]["autoencoder"], "lr": 2e-3},
+        "flow": dict(_CFGEN_TRAIN_DEFAULTS["plan"]["flow"]),
+    },
+    "trainer": {"gradient_clip_val": 1.0},
+}
+#: The prior's training reads latents from a table of at most this many cells (about 256 MB
+#: at the default latent size); larger data is encoded batch by batch.
+_MAX_CACHED_CELLS = 1_000_000
 #: Pseudo-count of the decoder's initial per-gene bias (log mean proportion).
 _BIAS_PSEUDO_PROPORTION = 1e-8
 
 
-class LatentDiffusion(CFGen):
+class LatentDiffusion(LatentGenerator):
     """scLDM-style latent diffusion: set-attention NB autoencoder and a DiT flow-matching prior.
 
     Genes are a set, not a sequence. The autoencoder embeds every *expressed* gene of a cell as
@@ -50,8 +63,10 @@ class LatentDiffusion(CFGen):
     weights is used for validation and sampling.
 
     Training, generation, guidance, ODE solvers, counterfactual :meth:`transfer`,
-    :meth:`posterior_predictive_sample` and :meth:`impute` work as in
-    :class:`~scvi_gen.model.cfgen.CFGen` (stage 2 is called ``"flow"`` in the history).
+    :meth:`posterior_predictive_sample` and :meth:`impute` are the shared
+    :class:`~scvi_gen.base.LatentGenerator`'s, as in :class:`~scvi_gen.model.cfgen.CFGen`
+    (stage 2 is called ``"flow"`` in the history). Training defaults: 20 + 150 epochs,
+    minibatches of 64, autoencoder learning rate 2e-3, gradients clipped at norm 1.
 
     **Other gene panels.** Genes are identified by learned embeddings, not by their column, so
     the decoder can decode any subset of the training genes in any order:
@@ -126,6 +141,7 @@ class LatentDiffusion(CFGen):
     """
 
     _module_cls = LatentDiffusionModule
+    _train_defaults: ClassVar[dict[str, Any]] = TRAIN_DEFAULTS
 
     def __init__(
         self,
@@ -155,16 +171,10 @@ class LatentDiffusion(CFGen):
         ode_steps: int = 10,
         default_guidance: float | Mapping[str, float] = 1.0,
     ):
-        # CFGen.__init__ builds CFGen's module: go straight to the scvi-tools base class.
-        super(CFGen, self).__init__(adata, registry=registry)
-        attributes = self.attribute_fields
-        if condition_dropout is None:
-            condition_dropout = 0.2 if len(attributes) <= 1 else 0.5
+        super().__init__(adata, registry=registry)
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
-            n_categories=[len(f.categories) for f in attributes],
-            attribute_slots=[AttributeSlot(f.registry_key, f.column) for f in attributes],
-            n_continuous_cov=self.summary_stats.get("n_extra_continuous_covs", 0),
+            **self._module_base_kwargs(dispersion, condition_dropout),
             n_tokens=n_tokens,
             latent_dim=latent_dim,
             token_dim=token_dim,
@@ -176,106 +186,45 @@ class LatentDiffusion(CFGen):
             decoder_dim=decoder_dim,
             decoder_heads=decoder_heads,
             decoder_layers=decoder_layers,
-            dispersion=dispersion,
-            dispersion_attribute=self._dispersion_attribute(dispersion),
             prior_dim=prior_dim,
             prior_blocks=prior_blocks,
             prior_heads=prior_heads,
             mlp_ratio=mlp_ratio,
-            condition_dropout=condition_dropout,
             condition_on_library=condition_on_library,
             sigma_min=sigma_min,
             ema_decay=ema_decay,
         )
-        self.set_ode_solver(ode_method, ode_steps)
-        self._default_guidance = default_guidance
-        self._guidance_weights(None)  # validates default_guidance
-        self.autoencoder_trained_ = False
-        self.flow_trained_ = False
         self.output_genes_: list[str] | None = None
         self.output_renormalize_ = False
-        if adata is not None:
-            self._fit_data_statistics()
         self._model_summary_string = (
             f"LatentDiffusion: {n_tokens} latent tokens x {latent_dim}, DiT {prior_blocks} x "
-            f"{prior_dim}, conditions {[f.obs_key for f in attributes]}, solver {ode_method}"
+            f"{prior_dim}, conditions {[f.obs_key for f in self.attribute_fields]}, solver "
+            f"{ode_method}"
         )
-        self._init_generative_state(adata)
+        self._finish_init(adata, ode_method, ode_steps, default_guidance)
         self.init_params_ = self._get_init_params(locals())
 
     # ---------------------------------------------------------- statistics
-    def _fit_data_statistics(self) -> None:
-        """CFGen's library/covariate statistics, and the decoder's per-gene bias.
+    def _fit_model_state(self, source: BatchSource) -> None:
+        """The shared library/covariate statistics, and the decoder's per-gene bias.
 
         The bias starts at the log mean expression proportion of every gene, so the decoder
         begins from the average cell instead of uniform proportions.
         """
-        super()._fit_data_statistics()
-        matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        totals = np.zeros(matrix.shape[1])
-        for block in iter_row_chunks(matrix):
+        super()._fit_model_state(source)
+        totals = np.zeros(self.summary_stats.n_vars)
+        n_cells = 0
+        for batch in source():
+            block = batch[REGISTRY_KEYS.X_KEY]
             library = np.maximum(np.asarray(block.sum(axis=1)).ravel(), 1.0)
             scaled = sp.csr_matrix(block).multiply(1.0 / library[:, None])
             totals += np.asarray(scaled.sum(axis=0)).ravel()
-        proportions = totals / max(matrix.shape[0], 1)
+            n_cells += block.shape[0]
+        proportions = totals / max(n_cells, 1)
         bias = np.log(proportions + _BIAS_PSEUDO_PROPORTION)
         self.module.decoder.gene_bias.data.copy_(torch.as_tensor(bias - bias.mean()))
 
     # -------------------------------------------------------------- training
-    def train(
-        self,
-        max_epochs: int | None = None,
-        *,
-        max_epochs_autoencoder: int | None = None,
-        max_epochs_flow: int | None = None,
-        batch_size: int = 64,
-        plan_kwargs_autoencoder: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """Train the autoencoder, then the DiT prior, each through scvi-tools' training loop.
-
-        Same arguments as :meth:`CFGen.train <scvi_gen.model.cfgen.CFGen.train>` (shared
-        split, early stopping on each stage's validation loss, best weights restored, per-stage
-        ``plan_kwargs_autoencoder`` / ``plan_kwargs_flow`` and patience); the EMA of the DiT's
-        weights is updated after every optimiser step of stage 2, restarting from the current
-        weights at the beginning of the stage. Gradients are clipped at norm 1 unless
-        ``gradient_clip_val`` is given.
-
-        Parameters
-        ----------
-        max_epochs
-            Epochs of both stages unless set per stage.
-        max_epochs_autoencoder
-            Epochs of the autoencoder (default 20; 0 skips it, e.g. to train the prior further).
-        max_epochs_flow
-            Epochs of the DiT prior (default 150).
-        batch_size
-            Minibatch size of both stages.
-        plan_kwargs_autoencoder
-            Training-plan arguments of stage 1 (default learning rate 2e-3).
-        **kwargs
-            Further arguments of :meth:`CFGen.train <scvi_gen.model.cfgen.CFGen.train>` and of
-            the Lightning trainer.
-
-        Examples
-        --------
-        >>> model.train(max_epochs_autoencoder=20, max_epochs_flow=150)
-        """
-        kwargs.setdefault("gradient_clip_val", 1.0)
-        super().train(
-            max_epochs,
-            max_epochs_autoencoder=_first_not_none(
-                max_epochs_autoencoder, max_epochs, _DEFAULT_MAX_EPOCHS_AUTOENCODER
-            ),
-            max_epochs_flow=_first_not_none(max_epochs_flow, max_epochs, _DEFAULT_MAX_EPOCHS_FLOW),
-            batch_size=batch_size,
-            plan_kwargs_autoencoder={
-                **_AUTOENCODER_PLAN_DEFAULTS,
-                **(plan_kwargs_autoencoder or {}),
-            },
-            **kwargs,
-        )
-
     def _train_stage(
         self,
         stage: Stage,
@@ -284,20 +233,18 @@ class LatentDiffusion(CFGen):
         patience: int,
         plan_kwargs: dict[str, Any] | None,
         common: dict[str, Any],
-        restore_best: bool,
+        ckpt_path: str | None,
     ) -> dict[str, pd.DataFrame]:
-        """CFGen's stage runner; stage 2 keeps the EMA of the prior and caches latents."""
-        if stage != "flow":
-            return super()._train_stage(
-                stage, splitter, max_epochs, patience, plan_kwargs, common, restore_best
-            )
+        """The shared stage runner; the prior's stage reads cached latents when they fit."""
+        run = super()._train_stage
+        args = (stage, splitter, max_epochs, patience, plan_kwargs, common, ckpt_path)
+        if stage != "flow" or self.adata is None or self.adata.n_obs > _MAX_CACHED_CELLS:
+            return run(*args)
         module = self.module
         module.eval()
         module.set_latent_cache(t[REGISTRY_KEYS.X_KEY] for t in self._batches(None, None, None))
         try:
-            return super()._train_stage(
-                stage, splitter, max_epochs, patience, plan_kwargs, common, restore_best
-            )
+            return run(*args)
         finally:
             module.clear_latent_cache()
 
@@ -317,7 +264,7 @@ class LatentDiffusion(CFGen):
 
     def _gene_ids(self, genes: Sequence[str]) -> torch.Tensor:
         """Training-gene indices of ``genes`` (which must all be training genes)."""
-        training = pd.Index(super()._generated_var_names())
+        training = self._training_var_names()
         ids = training.get_indexer(pd.Index([str(g) for g in genes]))
         if np.any(ids < 0):
             missing = [str(g) for g, i in zip(genes, ids) if i < 0]
@@ -360,7 +307,7 @@ class LatentDiffusion(CFGen):
 
     def _generated_var_names(self) -> pd.Index:
         if self.output_genes_ is None:
-            return super()._generated_var_names()
+            return self._training_var_names()
         return pd.Index(self.output_genes_)
 
     def _output_gene_ids(self) -> torch.Tensor | None:
@@ -369,18 +316,12 @@ class LatentDiffusion(CFGen):
         return self._gene_ids(self.output_genes_).to(self.module.latent_mean.device)
 
     # ----------------------------------------------------------- generation
-    def _generate_chunk(
-        self,
-        conditions: dict[str, torch.Tensor],
-        library: torch.Tensor | None,
-        guidance: GuidanceArg,
+    def _decode_generated(
+        self, z: torch.Tensor, library: torch.Tensor, codes: torch.Tensor
     ) -> sp.csr_matrix:
-        module = self.module
-        codes = module.attribute_codes(conditions)
-        continuous = module.continuous_inputs(conditions, library)
-        z = module.sample_latent(codes, continuous, self._guidance_weights(guidance), self._ode())
-        mu, theta = module.decode(
-            module.unstandardize(z),
+        """Counts of generated latents for the output panel (:meth:`set_output_genes`)."""
+        mu, theta = self.module.decode(
+            z,
             library,
             codes,
             gene_ids=self._output_gene_ids(),
@@ -421,7 +362,7 @@ class LatentDiffusion(CFGen):
         --------
         >>> adata.obsm["X_ldm"] = model.get_latent_representation()
         """
-        training = super()._generated_var_names()
+        training = self._training_var_names()
         if adata is None or pd.Index(adata.var_names.astype(str)).equals(training):
             return super().get_latent_representation(adata, indices, batch_size, standardized)
         matrix = self._checked_gene_subset(adata)

@@ -7,29 +7,30 @@ import logging
 from collections.abc import Iterable, Sequence
 
 import torch
-from scvi.module.base import BaseModuleClass, auto_move_data
+from scvi.module.base import auto_move_data
 
-from scvi_gen.model.cfgen._module import AttributeSlot, CFGenModule, Dispersion
+from scvi_gen.base._latent_module import AttributeSlot, Dispersion, LatentGeneratorModule
 from scvi_gen.model.latent_diffusion._prior import LatentDiT
 from scvi_gen.nn._embeddings import ConditionEmbedding
 from scvi_gen.nn._set_attention import GeneQueryDecoder, SetPoolingEncoder
+from scvi_gen.preprocessing import TARGET_SUM
 
 logger = logging.getLogger(__name__)
 
 #: Counts are scaled to this total before ``log1p`` in the encoder (library-free input).
-_ENCODER_SCALE = 1e4
+_ENCODER_SCALE = TARGET_SUM
 #: Seed of the random weights that fingerprint count vectors for the latent cache.
 _FINGERPRINT_SEED = 12345
 #: Random weights of the fingerprint lie below this (sums of counts x weights stay in int64).
 _FINGERPRINT_MAX_WEIGHT = 2**24
 
 
-class LatentDiffusionModule(CFGenModule):
+class LatentDiffusionModule(LatentGeneratorModule):
     """Permutation-invariant count autoencoder plus a DiT velocity field over its latent tokens.
 
     The two-stage machinery (stages, frozen autoencoder kept in eval mode, NB loss, flow-matching
     loss with the linear interpolant and condition dropout, compositional guidance, ODE
-    sampling, counterfactual transport) is CFGen's (:class:`~scvi_gen.model.cfgen.CFGenModule`);
+    sampling, counterfactual transport) is the shared :class:`~scvi_gen.base.LatentGeneratorModule`'s;
     this module replaces the networks:
 
     - encoder: :class:`~scvi_gen.nn._set_attention.SetPoolingEncoder` on the expressed genes of
@@ -121,24 +122,23 @@ class LatentDiffusionModule(CFGenModule):
         sigma_min: float = 1e-4,
         ema_decay: float = 0.995,
     ):
-        # CFGenModule.__init__ would build CFGen's MLP networks: set up the shared state here.
-        BaseModuleClass.__init__(self)
-        self.n_input = n_input
+        super().__init__(
+            n_input,
+            attribute_slots,
+            n_continuous_cov=n_continuous_cov,
+            dispersion=dispersion,
+            dispersion_attribute=dispersion_attribute,
+            condition_dropout=condition_dropout,
+            condition_on_library=condition_on_library,
+            sigma_min=sigma_min,
+            ema_decay=ema_decay,
+        )
         self.n_tokens = n_tokens
         self.latent_dim = latent_dim
         self.n_latent = n_tokens * latent_dim
-        self.attribute_slots = list(attribute_slots)
-        self.n_continuous_cov = n_continuous_cov
-        self.dispersion = dispersion
-        self.dispersion_attribute = dispersion_attribute
-        self.condition_dropout = condition_dropout
-        self.condition_on_library = condition_on_library
-        self.sigma_min = sigma_min
-        self.ema_decay = ema_decay
         if latent_noise < 0:
             raise ValueError(f"`latent_noise` must be non-negative, got {latent_noise}.")
         self.latent_noise = latent_noise
-        self.stage = "autoencoder"
 
         self.encoder = SetPoolingEncoder(
             n_input,
@@ -154,8 +154,7 @@ class LatentDiffusionModule(CFGenModule):
         self.decoder = GeneQueryDecoder(
             n_input, n_tokens, latent_dim, decoder_dim, decoder_heads, decoder_layers, mlp_ratio
         )
-        n_dispersion = 1 if dispersion == "gene" else n_categories[dispersion_attribute]
-        self.log_theta = torch.nn.Parameter(torch.zeros(n_dispersion, n_input))
+        self._init_dispersion(n_categories)
         self.prior = LatentDiT(
             n_tokens,
             latent_dim,
@@ -167,13 +166,7 @@ class LatentDiffusionModule(CFGenModule):
             mlp_ratio=mlp_ratio,
         )
         self.ema_prior = copy.deepcopy(self.prior).requires_grad_(False)
-        self.register_buffer("ema_updates", torch.tensor(0, dtype=torch.long))
-        self.register_buffer("latent_mean", torch.zeros(self.n_latent))
-        self.register_buffer("latent_std", torch.ones(self.n_latent))
-        self.register_buffer("log_library_mean", torch.zeros(1))
-        self.register_buffer("log_library_std", torch.ones(1))
-        self.register_buffer("continuous_mean", torch.zeros(n_continuous_cov))
-        self.register_buffer("continuous_std", torch.ones(n_continuous_cov))
+        self._init_statistics(self.n_latent)
         self._latent_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ stages

@@ -54,10 +54,10 @@ class ElementwiseAffineTransform(Transform):
 class ActNorm(LazyTransform):
     """Activation normalisation (Glow) with data-dependent initialisation.
 
-    A learned per-feature affine map. The first time :meth:`initialize` is called (on the first
-    training batch, see :class:`~scvi_gen.model.flows.ConditionalFlowModule`), shift and scale
-    are set so that this batch leaves the layer with zero mean and unit variance per feature;
-    afterwards both are ordinary parameters. The ``initialized`` flag is a buffer, so a saved
+    A learned per-feature affine map. When :meth:`initialize` is called (before training, on
+    a sample of the training cells, see :func:`~scvi_gen.model.flows.fit_module_state`), shift
+    and scale are set so that these cells leave the layer with zero mean and unit variance per
+    feature; afterwards both are ordinary parameters. The ``initialized`` flag is a buffer, so a saved
     model is never re-initialised.
 
     Parameters
@@ -95,7 +95,7 @@ class ActNorm(LazyTransform):
         Parameters
         ----------
         x
-            ``(n, features)`` inputs arriving at this layer (the first training batch).
+            ``(n, features)`` inputs arriving at this layer (a sample of training cells).
         """
         mean = x.mean(dim=0)
         std = x.std(dim=0, unbiased=False).clamp_min(self.eps)

@@ -37,10 +37,13 @@ class MAFFlow(FlowModelBase):
     Parameters
     ----------
     adata
-        AnnData registered with :meth:`setup_anndata` (raw counts). ``None`` with ``registry``
-        when loading.
+        AnnData registered with :meth:`setup_anndata` (raw counts); the data state (genes,
+        scalers, statistics) is fitted from it here, in streaming passes. ``None`` with
+        ``registry`` when loading, or to fit the data state from the training loader of
+        ``train(datamodule=...)`` (data that does not fit in memory).
     registry
-        Registry of a saved model (used by :meth:`load`).
+        scvi-tools registry (of a saved model, or ``manager.registry`` of an AnnData set up
+        with :meth:`setup_anndata`); the architecture is known from it and the arguments below.
     preset
         ``"default"`` (settings that converge) or ``"paper"`` (the study's recipe: one layer,
         1,024 hidden units, lr 1e-6, 100 epochs, batch 128) for comparison. Sets the

@@ -58,7 +58,7 @@ def guidance_sweep(
 
     Examples
     --------
-    >>> from scvi_gen.model.cfgen import guidance_sweep
+    >>> from scvi_gen.benchmark import guidance_sweep
     >>> table = guidance_sweep(model, train, test, [0.0, 1.0, 2.0], labels_key="cell_type")
     >>> table.query("metric == 'mmd_rbf' and scope == 'global'")
     """

@@ -4,9 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from scvi_gen.model.flows import MoECoupling
-from scvi_gen.model.moe import MOEFlow
-from scvi_gen.nn._flow_layers import ActNorm
+from scvi_gen.model.flows import ActNorm, MoECoupling, MOEFlow
 from tests.conftest import make_counts_adata
 
 SMALL = {
@@ -47,10 +45,21 @@ def test_actnorm_layers_are_initialised_by_training(trained):
     assert any(m.log_scale.abs().max() > 0.01 for m in norms)
 
 
+def test_actnorm_layers_are_initialised_with_the_data_state_before_training():
+    adata = make_counts_adata(n_cells=60, n_genes=12)
+    MOEFlow.setup_anndata(adata, labels_key="cell_type")
+    model = MOEFlow(adata, **SMALL)
+    norms = [m for m in model.module.layers if isinstance(m, ActNorm)]
+    assert bool(model.module.initialized) and all(bool(m.initialized) for m in norms)
+    assert all(m.log_scale.abs().max() > 0.01 for m in norms[:1])
+
+
 def test_data_dependent_init_standardises_first_batch():
     adata = make_counts_adata(n_cells=60, n_genes=12)
     MOEFlow.setup_anndata(adata, labels_key="cell_type")
-    module = MOEFlow(adata, **SMALL).module
+    manager = MOEFlow._get_most_recent_anndata_manager(adata, required=True)
+    # Built from the registry: no data state yet, so the ActNorm layers are not initialised.
+    module = MOEFlow(None, registry=manager.registry, **SMALL).module
     z = torch.randn(64, 12) * 3 + 2
     c = module.context({"labels": torch.randint(0, 3, (64, 1))}, torch.full((64, 1), 500.0))
     module.data_dependent_init(z, c)

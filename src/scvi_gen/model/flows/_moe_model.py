@@ -28,8 +28,8 @@ class MOEFlow(FlowModelBase):
       input and context) mixes them. Exact inverse and log-determinant.
     * **Feature mask**: a learnable soft mask multiplies the conditioner's *input* (not the
       data), so the layer stays a bijection with an exact Jacobian.
-    * **ActNorm** (``act_norm=True``): per-gene affine layers initialised from the first
-      training batch to zero mean and unit variance.
+    * **ActNorm** (``act_norm=True``): per-gene affine layers initialised to zero mean and
+      unit variance on a sample of 1,024 training cells, with the data state.
     * **MAF**: a zuko masked autoregressive layer, conditioned on the same context.
 
     Representation, conditioning, output (never negative), training and :meth:`log_prob` are
@@ -38,10 +38,13 @@ class MOEFlow(FlowModelBase):
     Parameters
     ----------
     adata
-        AnnData registered with :meth:`setup_anndata` (raw counts). ``None`` with ``registry``
-        when loading.
+        AnnData registered with :meth:`setup_anndata` (raw counts); the data state (genes,
+        scalers, statistics) is fitted from it here, in streaming passes. ``None`` with
+        ``registry`` when loading, or to fit the data state from the training loader of
+        ``train(datamodule=...)`` (data that does not fit in memory).
     registry
-        Registry of a saved model (used by :meth:`load`).
+        scvi-tools registry (of a saved model, or ``manager.registry`` of an AnnData set up
+        with :meth:`setup_anndata`); the architecture is known from it and the arguments below.
     preset
         ``"default"`` (settings that converge) or ``"paper"`` (the study's recipe: one block,
         1,024 hidden units, lr 1e-6, 100 epochs, batch 128). Sets the architecture defaults

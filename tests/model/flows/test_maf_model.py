@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from scvi_gen.model.maf import MAFFlow
+from scvi_gen.model.flows import MAFFlow
 from tests.conftest import make_counts_adata
 
 SMALL = {"n_transforms": 2, "hidden_features": (32,), "passes": 4, "embedding_dim": 4}

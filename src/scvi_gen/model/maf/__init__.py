@@ -1,3 +1,0 @@
-from ._model import MAFFlow
-
-__all__ = ["MAFFlow"]

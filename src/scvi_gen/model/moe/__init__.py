@@ -1,3 +1,0 @@
-from ._model import MOEFlow
-
-__all__ = ["MOEFlow"]
