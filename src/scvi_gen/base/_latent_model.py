@@ -11,6 +11,7 @@ sampling and imputation. A subclass builds its module in ``__init__`` (calling
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -395,11 +396,15 @@ class LatentGenerator(
             ckpt_path=ckpt_path,
             **trainer_kwargs,
         )
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), self._stage_context(stage):
             # Intentional in stage 2: the frozen autoencoder is kept in eval mode.
             warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
             runner()
         return {f"{stage}_{key}": value for key, value in (self.history_ or {}).items()}
+
+    def _stage_context(self, stage: Stage) -> contextlib.AbstractContextManager:
+        """Set-up kept for the duration of a stage's run (none by default)."""
+        return contextlib.nullcontext()
 
     def _plan_kwargs(self, stage: Stage, plan_kwargs: dict[str, Any] | None) -> dict[str, Any]:
         """Training-plan arguments of a stage; stage 1 gets a faster dispersion group."""

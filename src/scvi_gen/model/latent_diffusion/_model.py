@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -225,26 +226,20 @@ class LatentDiffusion(LatentGenerator):
         self.module.decoder.gene_bias.data.copy_(torch.as_tensor(bias - bias.mean()))
 
     # -------------------------------------------------------------- training
-    def _train_stage(
-        self,
-        stage: Stage,
-        splitter: Any,
-        max_epochs: int,
-        patience: int,
-        plan_kwargs: dict[str, Any] | None,
-        common: dict[str, Any],
-        ckpt_path: str | None,
-    ) -> dict[str, pd.DataFrame]:
-        """The shared stage runner; the prior's stage reads cached latents when they fit."""
-        run = super()._train_stage
-        args = (stage, splitter, max_epochs, patience, plan_kwargs, common, ckpt_path)
+    @contextlib.contextmanager
+    def _stage_context(self, stage: Stage) -> Iterator[None]:
+        """While the prior trains, read the frozen encoder's latents from a table."""
         if stage != "flow" or self.adata is None or self.adata.n_obs > _MAX_CACHED_CELLS:
-            return run(*args)
+            yield
+            return
         module = self.module
+        training = module.training
         module.eval()
         module.set_latent_cache(t[REGISTRY_KEYS.X_KEY] for t in self._batches(None, None, None))
+        # Lightning keeps the mode it finds: back to the mode the stage was started in.
+        module.train(training)
         try:
-            return run(*args)
+            yield
         finally:
             module.clear_latent_cache()
 
