@@ -64,6 +64,18 @@ def build_atlas(path: Path, n_cells: int, seed: int = 0) -> None:
     out.write_h5ad(path)
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM).
+
+    Not ``getrusage``: on Linux its ``ru_maxrss`` survives ``fork``/``exec``, so a child of
+    the process that built the file would report that process's peak.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure(path: str, name: str) -> dict:
     """Build one generator on the backed file (run in a fresh process)."""
     import anndata as ad
@@ -79,7 +91,7 @@ def measure(path: str, name: str) -> dict:
     cls.setup_anndata(adata, labels_key="cell_type", **spec.setup_kwargs)
     cls(adata, **spec.init_kwargs)
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = _peak_rss_mb()
     return {"generator": name, "cells": adata.n_obs, "build_s": seconds, "peak_rss_mb": peak_mb}
 
 
