@@ -205,6 +205,10 @@ def matrix_source(matrix: Any, chunk_size: int = DEFAULT_CHUNK_SIZE) -> BatchSou
     return batches
 
 
+#: Rows densified at a time in :meth:`RepresentationMoments.update` (a multiple of 16).
+_DENSE_ROWS = 1024
+
+
 class RepresentationMoments:
     """Per-gene sum and sum of squares of dequantised log1p(CP10k), accumulated over batches.
 
@@ -234,13 +238,32 @@ class RepresentationMoments:
         self._generator = torch.Generator().manual_seed(seed)
 
     def update(self, block: np.ndarray | sp.spmatrix) -> None:
-        """Add the cells of one row block of counts (all registered genes)."""
-        sub, library = _dense_block(block, self.positions)
-        u = torch.rand(sub.shape, generator=self._generator, dtype=torch.float64)
-        values = dequantise(sub, cp10k_scale(library), u)
+        """Add the cells of one row block of counts (all registered genes).
+
+        The noise of the block is one draw and the sums run over the whole block (as they
+        always did), but the modelled genes are densified and dequantised
+        :data:`_DENSE_ROWS` rows at a time into one preallocated array: the temporaries of
+        the element-wise steps stay small. Every element gets exactly the operations it got
+        on the whole block (the row count of a slice is a multiple of 16, so vectorised
+        kernels split the elements as before).
+        """
+        block = sp.csr_matrix(block) if sp.issparse(block) else np.asarray(block)
+        library = torch.from_numpy(np.asarray(block.sum(axis=1), dtype=np.float64).reshape(-1, 1))
+        selected = block[:, self.positions]
+        n = selected.shape[0]
+        u = torch.rand((n, len(self.positions)), generator=self._generator, dtype=torch.float64)
+        scale = cp10k_scale(library)
+        values = torch.empty_like(u)
+        for start in range(0, n, _DENSE_ROWS):
+            rows = slice(start, min(start + _DENSE_ROWS, n))
+            part = selected[rows]
+            part = part.toarray() if sp.issparse(part) else np.asarray(part)
+            counts = torch.from_numpy(part.astype(np.float64))
+            values[rows] = dequantise(counts, scale[rows], u[rows])
+        del u
         self._total += values.sum(dim=0)
-        self._total_sq += values.square().sum(dim=0)
-        self.count += sub.shape[0]
+        self._total_sq += values.square_().sum(dim=0)
+        self.count += n
 
     def result(self) -> tuple[Tensor, Tensor]:
         """Per-gene mean and standard deviation (float64)."""
@@ -402,12 +425,3 @@ def dequantise(counts: Tensor, scale: Tensor, u: Tensor) -> Tensor:
     """
     positive = torch.log1p((counts + u - 0.5).clamp_min(0.0) * scale)
     return torch.where(counts > 0, positive, -ZERO_WIDTH * u)
-
-
-def _dense_block(block: np.ndarray | sp.spmatrix, positions: np.ndarray) -> tuple[Tensor, Tensor]:
-    """Selected columns of one row block (dense, float64) and its library sizes."""
-    block = sp.csr_matrix(block) if sp.issparse(block) else np.asarray(block)
-    library = np.asarray(block.sum(axis=1), dtype=np.float64).reshape(-1, 1)
-    sub = block[:, positions]
-    sub = sub.toarray() if sp.issparse(sub) else np.asarray(sub)
-    return torch.from_numpy(sub.astype(np.float64)), torch.from_numpy(library)
