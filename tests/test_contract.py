@@ -181,3 +181,23 @@ def test_registry_built_model_trains_from_a_datamodule_over_a_backed_file(name, 
     np.testing.assert_array_equal(
         syn.X.toarray(), loaded.generate(labels={"type2": 4}, seed=0).X.toarray()
     )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cells_do_not_depend_on_the_chunk_size(name, trained_models):
+    _spec(name)
+    _, model = trained_models[name]
+    runs = [model.generate(300, seed=5, batch_size=b).X.toarray() for b in (1, 7, 1024)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_array_equal(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cells_streamed_to_disk_equal_those_in_memory(name, trained_models, tmp_path):
+    _spec(name)
+    _, model = trained_models[name]
+    in_memory = model.generate(300, seed=6)
+    streamed = model.generate(300, seed=6, out=tmp_path / "cells.h5ad")
+    np.testing.assert_array_equal(streamed.X[:].toarray(), in_memory.X.toarray())
+    assert list(streamed.layers) == list(in_memory.layers)
+    assert streamed.obs.astype(str).equals(in_memory.obs.astype(str))

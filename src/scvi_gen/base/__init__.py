@@ -24,6 +24,7 @@ from ._latent_ops import LatentOperationsMixin
 from ._library_size import LibrarySizeFitter, LibrarySizeModel
 from ._serialization import dumps, loads
 from ._setup import generator_fields
+from ._streaming import GenerationWriter, is_complete, read_generated
 from ._validation import validate_setup_input
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "resolve_seed",
     "ConditionField",
     "GenerativeMixin",
+    "GenerationWriter",
     "LibrarySizeModel",
     "RestoreBestWeights",
     "build_condition_plan",
@@ -47,8 +49,10 @@ __all__ = [
     "dumps",
     "generator_fields",
     "get_matrix",
+    "is_complete",
     "iter_row_chunks",
     "loads",
     "plan_to_tensors",
+    "read_generated",
     "validate_setup_input",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
@@ -54,6 +55,10 @@ logger = logging.getLogger(__name__)
 #: Training conditions kept with the model to draw unspecified covariates from.
 _MAX_STORED_CONDITIONS = 50_000
 _META_FORMAT = 1
+#: Cells per unit of randomness in ``generate``: block ``k`` (cells ``256 k`` to
+#: ``256 (k + 1)``) draws from a stream seeded by ``(seed, k)``, so chunk size, device count
+#: and resume point never change the cells.
+SEED_BLOCK = 256
 _STATE = "state_registry"
 
 
@@ -320,9 +325,11 @@ class GenerativeMixin:
         library_size: float | Sequence[float] | np.ndarray | None = None,
         batch_size: int | None = None,
         seed: int | None = None,
+        out: str | Path | None = None,
+        resume: bool = False,
         progress_bar: bool = True,
     ) -> AnnData:
-        """Generate synthetic cells.
+        """Generate synthetic cells, in memory or streamed to an ``.h5ad`` / ``.zarr`` store.
 
         Parameters
         ----------
@@ -341,11 +348,22 @@ class GenerativeMixin:
             Total counts per cell (one number or one per cell) instead of drawing them from the
             per-condition library-size model. Count models only.
         batch_size
-            Cells per chunk (memory is bounded by one chunk); ``None`` uses the model's default
-            (1,024 cells; 256 for the flows, whose sampling keeps every layer's parameters).
+            Cells per chunk (memory is bounded by one chunk), rounded up to a multiple of
+            :data:`SEED_BLOCK` (256) cells; ``None`` uses the model's default (1,024 cells;
+            256 for the flows, whose sampling keeps every layer's parameters).
         seed
-            Random seed; the same seed and ``batch_size`` give the same cells. ``None`` draws a
-            seed, recorded in ``uns["scvi_gen"]["seed"]``.
+            Random seed. Every block of 256 consecutive cells draws from its own stream
+            derived from ``(seed, block)``, so the same seed gives the same cells whatever
+            ``batch_size`` or resume point. ``None`` draws a seed, recorded in
+            ``uns["scvi_gen"]["seed"]``.
+        out
+            Path of an ``.h5ad`` or ``.zarr`` store: every chunk is written as it is made
+            (memory is one chunk plus the model, whatever the number of cells) and the store,
+            marked complete at the end, is returned (``.h5ad`` opened backed).
+        resume
+            With ``out``: continue an interrupted run of the same call (same model, arguments
+            and seed) from its last complete chunk; the finished store equals an
+            uninterrupted one.
         progress_bar
             Show a progress bar over chunks.
 
@@ -358,11 +376,10 @@ class GenerativeMixin:
         Examples
         --------
         >>> syn = model.generate(labels={"B": 500, "NK": 200}, seed=0)
+        >>> atlas = model.generate(1_000_000, seed=0, out="synthetic_atlas.h5ad")
         """
         self._check_if_trained(warn=True)
-        batch_size = self._generation_chunk if batch_size is None else int(batch_size)
-        if batch_size < 1:
-            raise ValueError(f"`batch_size` must be positive (or None), got {batch_size}.")
+        chunk = _chunk_size(self._generation_chunk if batch_size is None else batch_size)
         seed = resolve_seed(seed)
         rng = np.random.default_rng(seed)
         plan = self._condition_plan(n_cells, labels, covariates, rng)
@@ -370,26 +387,72 @@ class GenerativeMixin:
         library = self._plan_library_sizes(plan, library_size, rng)
         tensors = plan_to_tensors(plan, self.condition_fields, n)
         var_names = self._generated_var_names()
-        blocks = []
+        args = (plan, var_names, seed, labels, covariates, guidance)
+        sink = _MemorySink() if out is None else self._writer(out, resume, library, *args)
+        block_seeds = np.random.SeedSequence(seed).generate_state(max(1, -(-n // SEED_BLOCK)))
         self.module.eval()
-        chunk_seeds = np.random.SeedSequence(seed).generate_state(max(1, -(-n // batch_size)))
-        starts = range(0, n, batch_size)
-        for start, chunk_seed in tqdm(
-            zip(starts, chunk_seeds),
-            total=len(starts),
-            desc=f"Generating {n} cells",
-            disable=not progress_bar or len(starts) < 2,
-        ):
-            end = min(start + batch_size, n)
-            chunk = {k: v[start:end].to(self.device) for k, v in tensors.items()}
-            lib = None if library is None else library[start:end].to(self.device)
-            with _seeded_torch(int(chunk_seed), self.device):
-                values = self._generate_chunk(chunk, lib, guidance)
+        starts = range(sink.n_written, n, chunk)
+        # The store is closed however the run ends (a killed run resumes from its chunks).
+        with sink:
+            for start in tqdm(
+                starts,
+                total=len(starts),
+                desc=f"Generating {n} cells",
+                unit="chunk",
+                disable=not progress_bar or len(starts) < 2,
+            ):
+                end = min(start + chunk, n)
+                X = self._generate_cells(tensors, library, start, end, block_seeds, guidance)
+                part = None if library is None else library[start:end]
+                sink.append(X, self._output_layers(X, part))
+                release_freed_memory()
+            if out is not None:
+                sink.finish()
+        if out is not None:
+            from scvi_gen.base._streaming import read_generated
+
+            return read_generated(out)
+        return self._assemble_output(*sink.result(len(var_names)), *args, library=library)
+
+    def _generate_cells(
+        self,
+        tensors: Mapping[str, torch.Tensor],
+        library: torch.Tensor | None,
+        start: int,
+        end: int,
+        block_seeds: np.ndarray,
+        guidance: Any,
+    ) -> sp.csr_matrix:
+        """Cells ``start:end`` (block-aligned ``start``), each seed block on its own stream."""
+        blocks = []
+        for block_start in range(start, end, SEED_BLOCK):
+            block_end = min(block_start + SEED_BLOCK, end)
+            conditions = {k: v[block_start:block_end].to(self.device) for k, v in tensors.items()}
+            lib = None if library is None else library[block_start:block_end].to(self.device)
+            with _seeded_torch(int(block_seeds[block_start // SEED_BLOCK]), self.device):
+                values = self._generate_chunk(conditions, lib, guidance)
             blocks.append(self._to_output_block(values))
             del values
-            release_freed_memory()
-        X = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, len(var_names)))
-        return self._assemble_output(X, plan, var_names, seed, labels, covariates, guidance)
+        return sp.vstack(blocks, format="csr")
+
+    def _writer(
+        self, out: str | Path, resume: bool, library: torch.Tensor | None, *args: Any
+    ) -> Any:
+        """A :class:`~scvi_gen.base.GenerationWriter` for this call, keyed by its inputs."""
+        from scvi_gen.base._streaming import GenerationWriter
+
+        plan, var_names, seed, labels, covariates, guidance = args
+        uns = {UNS_KEY: self._provenance(seed, labels, covariates, guidance)}
+        key = _generation_key(self.module, uns[UNS_KEY], len(plan))
+        return GenerationWriter(
+            out,
+            obs=self._output_obs(plan, library),
+            var=pd.DataFrame(index=var_names),
+            uns=uns,
+            layers=list(self._output_layers(sp.csr_matrix((0, len(var_names))), None)),
+            resume=resume,
+            key=key,
+        )
 
     def _condition_plan(
         self,
@@ -432,29 +495,52 @@ class GenerativeMixin:
     def _assemble_output(
         self,
         X: sp.csr_matrix,
+        layers: Mapping[str, sp.csr_matrix],
         plan: pd.DataFrame,
         var_names: pd.Index,
         seed: int,
         labels: LabelsArg,
         covariates: Mapping[str, Any] | None,
         guidance: Any,
+        library: torch.Tensor | None = None,
     ) -> AnnData:
+        """The generated cells as an AnnData (in memory)."""
+        adata = AnnData(
+            X=X,
+            obs=self._output_obs(plan, library),
+            var=pd.DataFrame(index=var_names),
+            layers=dict(layers),
+        )
+        adata.uns[UNS_KEY] = self._provenance(seed, labels, covariates, guidance)
+        return adata
+
+    def _output_obs(self, plan: pd.DataFrame, library: torch.Tensor | None) -> pd.DataFrame:
+        """``obs`` of the generated cells: their conditions, named ``gen_0``, ``gen_1`` ..."""
         obs = plan.copy()
         obs.index = pd.Index([f"gen_{i}" for i in range(len(plan))])
-        adata = AnnData(X=X, obs=obs, var=pd.DataFrame(index=var_names))
-        if self._output_kind == "lognorm":
-            adata.layers[LOGNORM_LAYER] = X.copy()
-        adata.uns[UNS_KEY] = {
+        return obs
+
+    def _output_layers(
+        self, X: sp.csr_matrix, library: torch.Tensor | None
+    ) -> dict[str, sp.csr_matrix]:
+        """Layers of a chunk of generated cells (log1p values of continuous models)."""
+        return {LOGNORM_LAYER: X.copy()} if self._output_kind == "lognorm" else {}
+
+    def _provenance(
+        self, seed: int, labels: LabelsArg, covariates: Mapping[str, Any] | None, guidance: Any
+    ) -> dict[str, Any]:
+        """``uns["scvi_gen"]`` of generated cells."""
+        return {
             "model": type(self).__name__,
             "output": "counts" if self._output_kind == "counts" else "log1p_cp10k",
             "seed": seed,
+            "seed_block": SEED_BLOCK,
             "params": json.dumps(to_jsonable(self.init_params_), default=str),
             "generate_args": json.dumps(
                 to_jsonable({"labels": labels, "covariates": covariates, "guidance": guidance}),
                 default=str,
             ),
         }
-        return adata
 
     # ------------------------------------------------------------- save / load
     def save(
@@ -568,6 +654,53 @@ class GenerativeMixin:
         model.to_device(device)
         model.module.eval()
         return model
+
+
+class _MemorySink:
+    """Chunks of generated cells kept in memory (``generate`` without ``out``)."""
+
+    n_written = 0
+
+    def __enter__(self) -> _MemorySink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def __init__(self) -> None:
+        self._X: list[sp.csr_matrix] = []
+        self._layers: dict[str, list[sp.csr_matrix]] = {}
+
+    def append(self, X: sp.csr_matrix, layers: Mapping[str, sp.csr_matrix]) -> None:
+        self._X.append(X)
+        for name, block in layers.items():
+            self._layers.setdefault(name, []).append(block)
+
+    def result(self, n_features: int) -> tuple[sp.csr_matrix, dict[str, sp.csr_matrix]]:
+        X = sp.vstack(self._X, format="csr") if self._X else sp.csr_matrix((0, n_features))
+        layers = {k: sp.vstack(v, format="csr") for k, v in self._layers.items()}
+        return X, layers
+
+
+def _chunk_size(batch_size: Any) -> int:
+    """Cells per generation chunk: ``batch_size`` rounded up to whole seed blocks."""
+    if isinstance(batch_size, bool) or not float(batch_size).is_integer():
+        raise ValueError(f"`batch_size` must be a positive integer (or None), got {batch_size}.")
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be positive (or None), got {batch_size}.")
+    return -(-batch_size // SEED_BLOCK) * SEED_BLOCK
+
+
+def _generation_key(module: torch.nn.Module, provenance: Mapping[str, Any], n: int) -> str:
+    """A fingerprint of a generation call: the model's weights, its arguments and size."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(json.dumps(dict(provenance), sort_keys=True, default=str).encode())
+    digest.update(str(n).encode())
+    return digest.hexdigest()
 
 
 def _subclass_named(cls: type, name: Any) -> type | None:

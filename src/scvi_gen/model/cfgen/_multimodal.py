@@ -252,17 +252,19 @@ class MultimodalCFGen(CFGen):
     def _assemble_output(
         self,
         X: sp.csr_matrix,
+        layers: Mapping[str, sp.csr_matrix],
         plan: pd.DataFrame,
         var_names: pd.Index,
         seed: int,
         labels: Any,
         covariates: Mapping[str, Any] | None,
         guidance: Any,
+        library: torch.Tensor | None = None,
     ) -> MuData:
         parts = {}
         for spec, block in zip(self.module.modalities, self._split_columns(X)):
             part = super()._assemble_output(
-                block, plan, self._feature_names(spec), seed, labels, covariates, guidance
+                block, {}, plan, self._feature_names(spec), seed, labels, covariates, guidance
             )
             part.uns[UNS_KEY]["output"] = _OUTPUT[spec.likelihood]
             parts[spec.name] = part
@@ -327,9 +329,11 @@ class MultimodalCFGen(CFGen):
         library_size: Any = None,
         batch_size: int | None = None,
         seed: int | None = None,
+        out: Any = None,
+        resume: bool = False,
         progress_bar: bool = True,
-    ) -> AnnData | MuData:
-        """Generate synthetic cells: an AnnData, or a MuData for a multimodal model.
+    ) -> MuData:
+        """Generate synthetic cells of every modality as a MuData.
 
         Parameters
         ----------
@@ -347,9 +351,11 @@ class MultimodalCFGen(CFGen):
             ``{modality: size(s)}`` (open peaks for a Bernoulli ATAC modality); modalities
             left out are drawn from the joint library-size model given the fixed ones.
         batch_size
-            Cells per chunk.
+            Cells per chunk (rounded up to whole seed blocks of 256 cells).
         seed
-            Random seed; same seed and ``batch_size``, same cells.
+            Random seed; the same seed gives the same cells whatever ``batch_size``.
+        out, resume
+            Not available for several modalities (a clear error).
         progress_bar
             Show a progress bar over chunks.
 
@@ -365,6 +371,11 @@ class MultimodalCFGen(CFGen):
         >>> syn = model.generate(labels={"B": 500, "NK": 200}, seed=0)
         >>> syn["prot"]  # for a model set up with setup_mudata
         """
+        if out is not None or resume:
+            raise ValueError(
+                "Streaming to disk (`out=`) is not available for several modalities yet: "
+                "generate in memory and write with syn.write_h5mu(path), in parts for many cells."
+            )
         return super().generate(
             n_cells,
             labels=labels,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -15,7 +15,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
-from scvi_gen._constants import LOGNORM_LAYER, UNS_KEY
+from scvi_gen._constants import LOGNORM_LAYER
 from scvi_gen.base import BatchSource, GenerativeMixin
 from scvi_gen.base._generative_mixin import _seeded_torch
 from scvi_gen.model.discrete_diffusion._completion import (
@@ -45,13 +45,6 @@ __all__ = ["LIBRARY_KEY", "RESAMPLED_LAYER", "DiscreteDiffusion", "ImputeDecode"
 
 #: Column of ``obs`` of generated data holding the library size each cell was generated with.
 LIBRARY_KEY = "library_size"
-
-
-class GeneratedChunk(NamedTuple):
-    """One generated chunk: counts of the modelled genes and the library each cell had."""
-
-    counts: torch.Tensor
-    library: torch.Tensor
 
 
 class DiscreteDiffusion(
@@ -313,7 +306,7 @@ class DiscreteDiffusion(
         conditions: dict[str, torch.Tensor],
         library: torch.Tensor | None,
         guidance: Any,
-    ) -> GeneratedChunk:
+    ) -> torch.Tensor:
         weight = self._guidance_weight(guidance)
         module = self.module
         library = library.reshape(-1)
@@ -328,31 +321,26 @@ class DiscreteDiffusion(
             guidance=weight,
         )
         values = module.tokenizer.detokenize(tokens, mode="sample")
-        return GeneratedChunk(module.counts_from_values(values, library, tokens), library)
+        return module.counts_from_values(values, library, tokens)
 
-    def _to_output_block(self, values: GeneratedChunk) -> sp.csr_matrix:
-        """The chunk's counts with its library sizes as one trailing column.
+    def _output_obs(self, plan: pd.DataFrame, library: torch.Tensor | None) -> pd.DataFrame:
+        """The conditions and each cell's full library size (not the modelled genes' sum)."""
+        obs = super()._output_obs(plan, library)
+        obs[LIBRARY_KEY] = _library_values(library, len(plan))
+        return obs
 
-        The log1p(CP10k) layer needs each cell's full library, which the counts of the
-        modelled genes do not sum to: it travels with the block to :meth:`_assemble_output`
-        instead of through state shared between the generation steps.
-        """
-        counts = super()._to_output_block(values.counts)
-        library = values.library.detach().cpu().numpy().astype(np.float32).reshape(-1, 1)
-        return sp.hstack([counts, sp.csr_matrix(library)], format="csr")
+    def _output_layers(
+        self, X: sp.csr_matrix, library: torch.Tensor | None
+    ) -> dict[str, sp.csr_matrix]:
+        """log1p(CP10k) of a chunk's counts with each cell's full library."""
+        return {LOGNORM_LAYER: log1p_cp10k(X, _library_values(library, X.shape[0]))}
 
-    def _assemble_output(self, X: sp.csr_matrix, plan: pd.DataFrame, *args: Any) -> AnnData:
-        n_genes = len(self.gene_names_)
-        library = np.zeros(X.shape[0])
-        if X.shape[1] > n_genes:  # the column of _to_output_block (none when no chunk ran)
-            library = X[:, n_genes].toarray().astype(np.float64).ravel()
-            X = sp.csr_matrix(X[:, :n_genes])
-        adata = super()._assemble_output(X, plan, *args)
-        adata.obs[LIBRARY_KEY] = library
-        adata.layers[LOGNORM_LAYER] = log1p_cp10k(adata.X, library)
-        adata.uns[UNS_KEY]["library_key"] = LIBRARY_KEY
-        adata.uns[UNS_KEY]["lognorm_layer"] = LOGNORM_LAYER
-        return adata
+    def _provenance(self, *args: Any) -> dict[str, Any]:
+        return {
+            **super()._provenance(*args),
+            "library_key": LIBRARY_KEY,
+            "lognorm_layer": LOGNORM_LAYER,
+        }
 
     # --------------------------------------------------------------------- evaluation
     @torch.inference_mode()
@@ -411,3 +399,10 @@ class DiscreteDiffusion(
         if n_cells == 0:
             raise ValueError("No cells to score: `indices` selects none.")
         return total / n_cells
+
+
+def _library_values(library: torch.Tensor | None, n: int) -> np.ndarray:
+    """Library sizes of generated cells as float64 (zeros when there are none)."""
+    if library is None:
+        return np.zeros(n)
+    return library.detach().cpu().numpy().astype(np.float64).reshape(-1)
