@@ -38,6 +38,7 @@ from ._gene_stats import (
     library_size_distance,
 )
 from ._labels import de_logfc_recovery, knn_label_accuracy
+from ._markers import cluster_label_ari, marker_overlap, top_markers
 from ._memorization import closest_record_ratio
 from ._multimodal import (
     DEFAULT_MARKER_PAIRS,
@@ -68,6 +69,7 @@ __all__ = [
     "bootstrap_sign_stability",
     "classifier_two_sample_auc",
     "closest_record_ratio",
+    "cluster_label_ari",
     "clr_transform",
     "compare_marker_correlations",
     "de_logfc_recovery",
@@ -85,6 +87,7 @@ __all__ = [
     "knn_label_accuracy",
     "library_size_distance",
     "marker_correlations",
+    "marker_overlap",
     "match_marker_pairs",
     "mmd_bandwidths",
     "mmd_rbf",
@@ -93,5 +96,6 @@ __all__ = [
     "prediction_scores",
     "resolve_data_kind",
     "select_hvgs",
+    "top_markers",
     "wasserstein",
 ]
