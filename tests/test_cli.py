@@ -80,3 +80,72 @@ def test_training_into_an_existing_directory_fails_before_training(tmp_path):
 def test_a_label_named_twice_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="names 'B' twice"):
         main(["generate", "--model", str(tmp_path), "--labels", "B=3,B=4", "--out", "o.h5ad"])
+
+
+# ----------------------------------------------- bad input files: one line, exit code 2
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A tiny trained scVI generator saved once (the CLI's default --generator)."""
+    import scvi
+    import torch
+
+    from scvi_gen.baselines import SCVIGenerator
+
+    torch.set_num_threads(1)
+    scvi.settings.seed = 0
+    adata = make_counts_adata(n_cells=60, n_genes=12)
+    SCVIGenerator.setup_anndata(adata, labels_key="cell_type")
+    model = SCVIGenerator(adata, n_hidden=16, n_latent=4)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    path = tmp_path_factory.mktemp("saved") / "model"
+    model.save(path)
+    return path
+
+
+def _one_line_error(capsys, code: int) -> str:
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("scvi-gen: error: ")
+    assert "Traceback" not in err and err.count("\n") == 1
+    return err
+
+
+def _copy_model(saved_model, tmp_path):
+    import shutil
+
+    shutil.copytree(saved_model, tmp_path / "model")
+    return tmp_path / "model"
+
+
+def test_a_file_that_is_not_h5ad_is_one_line(tmp_path, capsys):
+    (tmp_path / "cells.h5ad").write_text("gene,cell\n1,2\n")
+    code = main(["train", "--data", str(tmp_path / "cells.h5ad"), "--out", str(tmp_path / "m")])
+    err = _one_line_error(capsys, code)
+    assert "cells.h5ad is not a readable .h5ad file" in err
+
+
+def test_truncated_weights_are_one_line(saved_model, tmp_path, capsys):
+    model = _copy_model(saved_model, tmp_path)
+    data = (model / "model.safetensors").read_bytes()
+    (model / "model.safetensors").write_bytes(data[: len(data) // 2])
+    code = main(["generate", "--model", str(model), "--out", str(tmp_path / "o.h5ad")])
+    err = _one_line_error(capsys, code)
+    assert "model.safetensors is not a readable weights file" in err
+
+
+def test_pickle_payload_is_one_line_and_never_runs(saved_model, tmp_path, capsys):
+    from pathlib import Path
+
+    import torch
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    model = _copy_model(saved_model, tmp_path)
+    (model / "model.safetensors").unlink()
+    torch.save({"w": Payload()}, model / "model_state.pt")
+    code = main(["generate", "--model", str(model), "--out", str(tmp_path / "o.h5ad")])
+    err = _one_line_error(capsys, code)
+    assert "model_state.pt holds more than tensors" in err
+    assert not (tmp_path / "pwned").exists()

@@ -8,7 +8,9 @@ from typing import Final
 UNS_KEY: Final = "scvi_gen"
 #: Layer holding log1p(CP10k) values of generated data from continuous models.
 LOGNORM_LAYER: Final = "log1p_norm"
-#: File names of a saved model: tensors (loaded with ``weights_only=True``) and JSON metadata.
+#: File names of a saved model: tensors (safetensors, which holds no code) and JSON metadata.
+WEIGHTS_FILE: Final = "model.safetensors"
+#: Weights of models saved before safetensors (read with ``torch.load(weights_only=True)``).
 STATE_FILE: Final = "model_state.pt"
 META_FILE: Final = "model_meta.json"
 ADATA_FILE: Final = "adata.h5ad"

@@ -8,9 +8,90 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
+from anndata.experimental import AnnCollection
+from anndata.experimental.multi_files._anncollection import AnnCollectionView
 
 #: Rows per block when scanning a matrix.
 DEFAULT_CHUNK_SIZE = 10_000
+
+
+def collection_of(adata: Any) -> AnnCollection | AnnCollectionView | None:
+    """The AnnCollection behind ``adata``, or ``None`` for an AnnData.
+
+    ``adata`` may be an :class:`~anndata.experimental.AnnCollection` (or a view of one), or
+    scvi-tools' :class:`~scvi.dataloaders.CollectionAdapter`, which reports
+    ``__class__ is AnnData`` so that ``setup_anndata`` accepts it: ``type()`` and the
+    instance dictionary tell the truth where ``isinstance`` does not.
+
+    Parameters
+    ----------
+    adata
+        AnnData, AnnCollection or CollectionAdapter.
+
+    Returns
+    -------
+    The collection, or ``None``.
+    """
+    if isinstance(adata, AnnCollection | AnnCollectionView):
+        return adata
+    inner = getattr(adata, "__dict__", {}).get("collection")
+    return inner if isinstance(inner, AnnCollection | AnnCollectionView) else None
+
+
+def layer_names(adata: Any) -> list[str]:
+    """Names of the layers of ``adata`` (AnnData or collection).
+
+    scvi-tools' ``CollectionAdapter.layers`` has ``keys()`` and ``__getitem__`` but no
+    ``__contains__``, so ``name in adapter.layers`` falls back to ``layers[0]``, ``layers[1]``
+    and raises a ``KeyError``; listing ``keys()`` works on every kind.
+    """
+    collection = collection_of(adata)
+    if collection is not None:
+        return list(collection[: min(1, collection.n_obs)].layers.keys())
+    return list(adata.layers.keys())
+
+
+class CollectionMatrix:
+    """One matrix of an AnnCollection, read lazily in row slices.
+
+    scvi-tools' ``CollectionAdapter.layers[key]`` (an uninitialised ``csr_matrix``
+    subclass) has no ``shape`` and passes ``sp.issparse``, so code that scans a matrix in
+    row chunks cannot use it; this object has just what :func:`iter_row_chunks` needs and
+    reads only the rows asked for from the underlying (backed) files.
+
+    Parameters
+    ----------
+    collection
+        The AnnCollection (or view).
+    layer
+        Layer name; ``None`` reads ``.X`` of the underlying AnnData objects.
+    """
+
+    def __init__(self, collection: AnnCollection | AnnCollectionView, layer: str | None) -> None:
+        self.collection = collection
+        self.layer = layer
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Cells x genes of the collection (after its join of genes)."""
+        return int(self.collection.n_obs), int(self.collection.n_vars)
+
+    @property
+    def ndim(self) -> int:
+        """Always 2."""
+        return 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: Any) -> Any:
+        """The rows ``rows`` (a slice or indices), in memory as stored (CSR or dense)."""
+        view = self.collection[rows]
+        return view.X if self.layer is None else view.layers[self.layer]
+
+    def __repr__(self) -> str:
+        where = ".X" if self.layer is None else f".layers[{self.layer!r}]"
+        return f"CollectionMatrix({where}, shape={self.shape})"
 
 
 def get_matrix(adata: AnnData, layer: str | None = None) -> Any:
@@ -25,12 +106,29 @@ def get_matrix(adata: AnnData, layer: str | None = None) -> Any:
 
     Returns
     -------
-    Dense array, sparse matrix or backed dataset, as stored.
+    Dense array, sparse matrix or backed dataset, as stored; for an AnnCollection (or
+    scvi-tools' ``CollectionAdapter``) a :class:`CollectionMatrix` that reads row slices on
+    demand, so that nothing loads all cells of the collection.
 
     Examples
     --------
     >>> counts = get_matrix(adata, layer="counts")
     """
+    collection = collection_of(adata)
+    if collection is not None:
+        if layer is None and collection is not adata:
+            # The adapter forwards ``.X`` to the AnnCollection, which has none (only its
+            # views do), so scvi-tools could not register it either.
+            raise ValueError(
+                "A CollectionAdapter reads expression values from a layer: pass `layer=` "
+                "naming the layer with counts (e.g. open the files with "
+                "scvi_gen.base.open_collection(paths, layer='counts'))."
+            )
+        if layer is not None and layer not in (names := layer_names(adata)):
+            raise KeyError(
+                f"Layer {layer!r} not found in the collection's layers (available: {names})."
+            )
+        return CollectionMatrix(collection, layer)
     if layer is None:
         if adata.X is None:
             raise ValueError(
@@ -45,7 +143,7 @@ def get_matrix(adata: AnnData, layer: str | None = None) -> Any:
     return adata.layers[layer]
 
 
-def iter_row_chunks(matrix: Any, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[Any]:
+def iter_row_chunks(matrix: Any, chunk_size: int | None = None) -> Iterator[Any]:
     """Yield consecutive row blocks of ``matrix`` so no step densifies all cells at once.
 
     Parameters
@@ -53,7 +151,8 @@ def iter_row_chunks(matrix: Any, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterat
     matrix
         Dense array, sparse matrix or backed AnnData dataset.
     chunk_size
-        Number of rows per block.
+        Number of rows per block; ``None`` uses :data:`DEFAULT_CHUNK_SIZE`, looked up at call
+        time so that it can be lowered for a whole process (tests, tight memory).
 
     Yields
     ------
@@ -64,6 +163,7 @@ def iter_row_chunks(matrix: Any, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterat
     --------
     >>> totals = np.concatenate([np.asarray(b.sum(1)).ravel() for b in iter_row_chunks(X)])
     """
+    chunk_size = DEFAULT_CHUNK_SIZE if chunk_size is None else int(chunk_size)
     n_rows = matrix.shape[0]
     for start in range(0, n_rows, chunk_size):
         block = matrix[start : min(start + chunk_size, n_rows)]

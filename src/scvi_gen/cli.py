@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import pickle
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,7 +63,14 @@ def _read_h5ad(path: str):
 
     if not Path(path).exists():
         raise SystemExit(f"error: file {path} does not exist.")
-    return ad.read_h5ad(path)
+    try:
+        return ad.read_h5ad(path)
+    except OSError as err:
+        # h5py's "file signature not found" names neither the file nor the expected format.
+        raise ValueError(
+            f"{path} is not a readable .h5ad file ({err}); pass an AnnData written with "
+            "adata.write_h5ad."
+        ) from err
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -357,7 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Errors that report bad input (data, arguments, files): one line, not a traceback.
-_USER_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError)
+#: OSError covers unreadable or unwritable paths (FileNotFoundError, permissions, a full
+#: disk); a pickle error can only come from a file that is not what it claims to be. Saved
+#: models report truncated or foreign weights as ValueError (see ``_model_files``).
+_USER_ERRORS = (ValueError, KeyError, TypeError, OSError, pickle.UnpicklingError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -373,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         message = err.args[0] if len(err.args) == 1 else str(err)
+        # One line, whatever the library put into its message.
+        message = " ".join(str(message).split())
         print(f"scvi-gen: error: {message} (--verbose shows the traceback)", file=sys.stderr)
         return 2
     return 0

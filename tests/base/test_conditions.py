@@ -123,3 +123,23 @@ def test_new_data_categories_match_across_int_float_and_string_spellings():
     check_known_categories(pd.DataFrame({"donor": ["0", "1"]}), [donor])
     with pytest.raises(ValueError, match=r"Unknown 'donor' categories \['2.0'\]"):
         check_known_categories(pd.DataFrame({"donor": [0.0, 2.0]}), [donor])
+
+
+def test_empty_labels_are_refused_naming_the_forms() -> None:
+    with pytest.raises(ValueError, match=r"`labels` is empty; pass one category.*\{category"):
+        _labels(5, [])
+
+
+@pytest.mark.parametrize("labels", [5, 2.5, b"A"])
+def test_labels_of_the_wrong_type_are_refused(labels: object) -> None:
+    with pytest.raises(TypeError, match=r"`labels` must be one category \(a str\), a non-empty"):
+        _labels(5, labels)
+
+
+@pytest.mark.parametrize(
+    ("n_cells", "error"),
+    [(2.5, ValueError), (-1, ValueError), (True, TypeError), ("5", TypeError)],
+)
+def test_bad_n_cells_is_refused(n_cells: object, error: type) -> None:
+    with pytest.raises(error, match="`n_cells` must be"):
+        _labels(n_cells, "A")

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from scvi_gen.base._guidance import (
+    check_guidance,
     compositional_guidance,
     condition_dropout_mask,
     drop_conditions,
@@ -104,3 +105,47 @@ def test_drop_conditions_uses_the_null_index():
     keep = torch.tensor([[True, False], [False, True], [True, True]])
     out = drop_conditions(CODES, keep, NULL)
     assert out.tolist() == [[0, 2], [3, 0], [1, 1]]
+
+
+@pytest.mark.parametrize(
+    ("guidance", "error", "match"),
+    [
+        (-2.0, ValueError, r"`guidance` must be a finite number >= 0"),
+        (float("nan"), ValueError, r"`guidance` must be a finite number >= 0"),
+        ("high", TypeError, r"`guidance` must be a finite number >= 0 or a dict"),
+        (True, TypeError, r"`guidance` must be a finite number"),
+        ({"cell_type": -1.0}, ValueError, r"guidance\['cell_type'\] must be a finite number"),
+        ({"cell_type": "x"}, TypeError, r"guidance\['cell_type'\] must be"),
+        (
+            {"tissue": 1.0},
+            ValueError,
+            r"unknown attributes \['tissue'\].*\['cell_type', 'batch'\]",
+        ),
+    ],
+)
+def test_bad_guidance_is_refused_with_the_rule(guidance, error, match) -> None:
+    with pytest.raises(error, match=match):
+        check_guidance(guidance, ["cell_type", "batch"], model="CFGen")
+    with pytest.raises(error, match=match):
+        resolve_guidance_weights(guidance, ["cell_type", "batch"])
+
+
+def test_guidance_is_checked_and_aliases_resolved() -> None:
+    assert check_guidance(None, ["cell_type"], model="M") is None
+    assert check_guidance(2, ["cell_type"], model="M") == 2.0
+    assert check_guidance(
+        {"labels": 0}, ["cell_type"], model="M", aliases={"labels": "cell_type"}
+    ) == {"cell_type": 0.0}
+
+
+def test_a_model_without_guidance_accepts_only_none() -> None:
+    assert check_guidance(None, [], model="MAFFlow") is None
+    with pytest.raises(
+        ValueError, match=r"MAFFlow has no classifier-free guidance.*guidance=None"
+    ):
+        check_guidance(1.0, [], model="MAFFlow")
+
+
+def test_a_single_weight_model_refuses_a_dict() -> None:
+    with pytest.raises(ValueError, match="one classifier-free guidance weight"):
+        check_guidance({"cell_type": 1.0}, ["cell_type"], model="D", per_attribute=False)

@@ -106,7 +106,9 @@ def test_saved_files_load_without_unpickling(trained, tmp_path):
 
     _, model = trained
     model.save(tmp_path / "model")
-    state = torch.load(tmp_path / "model" / "model_state.pt", weights_only=True)
+    from safetensors.torch import load_file
+
+    state = load_file(tmp_path / "model" / "model.safetensors")
     assert all(torch.is_tensor(v) for v in state.values())
 
 

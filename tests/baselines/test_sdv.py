@@ -65,7 +65,9 @@ def test_save_load_round_trip_gives_identical_cells(trained, tmp_path):
 def test_saved_model_holds_no_pickle(trained, tmp_path):
     _, model = trained
     model.save(tmp_path / "model")
-    state = torch.load(tmp_path / "model" / "model_state.pt", weights_only=True)
+    from safetensors.torch import load_file
+
+    state = load_file(tmp_path / "model" / "model.safetensors")
     assert all(torch.is_tensor(v) for v in state.values())
 
 

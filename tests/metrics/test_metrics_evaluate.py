@@ -293,3 +293,22 @@ def test_non_integer_counts_read_as_lognorm_warn(
     synthetic.X = np.asarray(dense, dtype=np.float32) * 50.5
     with pytest.warns(UserWarning, match="synthetic_kind='counts'"):
         evaluate(train_adata, test_adata, synthetic, "cell_type", metrics=["gene_mean_corr"])
+
+
+@pytest.mark.parametrize("n_synthetic", [0, 1, 3])
+def test_too_few_synthetic_cells_are_refused_naming_synthetic(
+    train_adata: ad.AnnData, test_adata: ad.AnnData, n_synthetic: int
+) -> None:
+    # Fewer than the test-set minimum would give "global" scores of one or two points.
+    synthetic = test_adata[:n_synthetic].copy()
+    with pytest.raises(
+        ValueError, match=rf"`synthetic` needs at least 4 cells.*got {n_synthetic}"
+    ):
+        evaluate(train_adata, test_adata, synthetic, "cell_type", **EVAL_KWARGS)
+
+
+def test_too_few_test_cells_are_refused_naming_test(
+    train_adata: ad.AnnData, test_adata: ad.AnnData
+) -> None:
+    with pytest.raises(ValueError, match=r"`test` needs at least 4 cells to be split, got 1"):
+        evaluate(train_adata, test_adata[:1].copy(), test_adata, "cell_type", **EVAL_KWARGS)

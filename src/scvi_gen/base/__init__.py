@@ -3,6 +3,7 @@
 from scvi_gen._matrix import get_matrix, iter_row_chunks
 
 from ._callbacks import RestoreBestWeights
+from ._collections import as_adapter, open_collection, read_backed
 from ._conditions import (
     ConditionField,
     build_condition_plan,
@@ -43,6 +44,7 @@ __all__ = [
     "GenerationWriter",
     "LibrarySizeModel",
     "RestoreBestWeights",
+    "as_adapter",
     "build_condition_plan",
     "condition_fields",
     "counts_per_label",
@@ -52,7 +54,9 @@ __all__ = [
     "is_complete",
     "iter_row_chunks",
     "loads",
+    "open_collection",
     "plan_to_tensors",
+    "read_backed",
     "read_generated",
     "validate_setup_input",
 ]

@@ -153,7 +153,7 @@ def counts_per_label(
     elif isinstance(labels, str):
         plan = [labels] * _require_n_cells(n_cells)
     elif labels is not None:
-        names = [str(v) for v in labels]
+        names = _label_list(labels)
         if n_cells is None:
             plan = names
         else:
@@ -168,6 +168,25 @@ def counts_per_label(
     if field is not None and plan and plan[0] is not None:
         field.encode(sorted(set(plan)))  # raises on an unknown label
     return plan
+
+
+_LABEL_FORMS = (
+    "one category (a str), a non-empty list of categories or {category: number of cells}"
+)
+
+
+def _label_list(labels: Any) -> list[str]:
+    """The categories of a list-like ``labels`` argument (never a bare number, never empty)."""
+    if isinstance(labels, bytes) or not isinstance(labels, Sequence | np.ndarray | pd.Index):
+        if not isinstance(labels, pd.Series):
+            raise TypeError(
+                f"`labels` must be {_LABEL_FORMS}, got {labels!r} ({type(labels).__name__})."
+            )
+    names = [str(v) for v in labels]
+    if not names:
+        # An empty list would spread n_cells over no category (a division by zero).
+        raise ValueError(f"`labels` is empty; pass {_LABEL_FORMS}, or labels=None.")
+    return names
 
 
 def _require_n_cells(n_cells: int | None) -> int:

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -24,7 +25,6 @@ from scvi_gen._constants import (
     DEFAULT_GENERATION_CHUNK,
     LOGNORM_LAYER,
     META_FILE,
-    STATE_FILE,
     UNS_KEY,
 )
 from scvi_gen._memory import release_freed_memory
@@ -45,8 +45,23 @@ from scvi_gen.base._data_state import (
     manager_source,
     row_sums,
 )
+from scvi_gen.base._devices import resolve_device
+from scvi_gen.base._guidance import check_guidance
 from scvi_gen.base._library_size import LibrarySizeFitter, LibrarySizeModel, per_cell_sizes
-from scvi_gen.base._serialization import dumps, loads, to_jsonable
+from scvi_gen.base._model_files import (
+    check_registry,
+    check_var_names,
+    init_kwargs,
+    legacy_weights_path,
+    load_weights,
+    locate_model_files,
+    model_attrs,
+    read_meta,
+    read_weights,
+    weights_path,
+    write_weights,
+)
+from scvi_gen.base._serialization import dumps, to_jsonable
 from scvi_gen.base._setup import generator_fields
 from scvi_gen.base._validation import validate_setup_input
 
@@ -227,6 +242,83 @@ class GenerativeMixin:
         datamodule.setup("fit")
         self.fit_data_state(loader_source(datamodule.train_dataloader, self._matrix_keys))
 
+    def _check_training_cells(
+        self,
+        datamodule: Any,
+        *,
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        batch_size: int | None = 128,
+        needs_validation: bool = False,
+        min_train: int = 1,
+        why: str = "",
+        no_validation: str = "early_stopping=False",
+    ) -> None:
+        """Refuse to train on too few cells, before torch/Lightning fail obscurely.
+
+        The split is computed as scvi-tools' :class:`~scvi.dataloaders.DataSplitter` does it
+        (it also moves a last minibatch of 1-2 cells out of the training set when
+        ``train_size`` is not given), so the check matches what training will see.
+
+        Parameters
+        ----------
+        datamodule
+            The ``datamodule`` argument of ``train``: the check is skipped with one (its
+            loaders decide the split).
+        train_size, validation_size, batch_size
+            The split arguments passed to the data splitter (``None``: scvi-tools' defaults).
+        needs_validation
+            Whether training monitors validation cells (early stopping, best weights).
+        min_train
+            Fewest training cells the model can fit on.
+        why
+            Why the model needs ``min_train`` cells, for the message.
+        no_validation
+            The ``train`` arguments that turn validation off, for the message.
+        """
+        adata = getattr(self, "adata", None)
+        if datamodule is not None or adata is None:
+            return
+
+        def split(n: int) -> tuple[int, int]:
+            from scvi.dataloaders._data_splitting import validate_data_split
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # scvi-tools warns about small last batches
+                return validate_data_split(
+                    n,
+                    0.9 if not train_size else float(train_size),
+                    validation_size,
+                    batch_size,
+                    False,
+                    not bool(train_size),
+                )
+
+        def enough(n: int) -> bool:
+            n_train, n_val = split(n)
+            return n_train >= min_train and (n_val >= 1 or not needs_validation)
+
+        n_obs = int(adata.n_obs)
+        if n_obs > 0 and enough(n_obs):
+            return
+        # Fewest cells that give a usable split with these arguments (small: <= ~30).
+        needed = next((n for n in range(max(n_obs, 1), 1_000) if enough(n)), None)
+        parts = ["a training split"]
+        if needs_validation:
+            parts.append(
+                "a validation split (early stopping / restoring the best weights monitor "
+                "the validation loss)"
+            )
+        at_least = f"at least {needed} cells" if needed else "validation cells"
+        fix = "more cells" if needed else "train_size < 1 (or validation_size > 0)"
+        raise ValueError(
+            f"Cannot train {type(self).__name__} on {n_obs} cell(s): it needs {at_least} with "
+            f"train_size={train_size}, validation_size={validation_size}, "
+            f"batch_size={batch_size}, for {' and '.join(parts)}{why}. Pass {fix}"
+            + (f", or {no_validation}" if needs_validation else "")
+            + "."
+        )
+
     @property
     def condition_fields(self) -> list[ConditionField]:
         """Conditions the model was set up with (labels, batch, covariates)."""
@@ -314,6 +406,24 @@ class GenerativeMixin:
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement generation.")
 
+    def _guidance_spec(self) -> tuple[list[str], dict[str, str], bool]:
+        """Guided attributes, their aliases and whether each gets its own weight.
+
+        No attribute (the default) means the model has no classifier-free guidance.
+        """
+        return [], {}, True
+
+    def _check_guidance(self, guidance: Any) -> None:
+        """Refuse a bad ``guidance`` before any work, with the rule shared by all models."""
+        names, aliases, per_attribute = self._guidance_spec()
+        check_guidance(
+            guidance,
+            names,
+            model=type(self).__name__,
+            aliases=aliases,
+            per_attribute=per_attribute,
+        )
+
     @torch.inference_mode()
     def generate(
         self,
@@ -343,7 +453,12 @@ class GenerativeMixin:
             ``{obs_key: value}`` or ``{obs_key: values per cell}`` for registered batch and
             covariates. Unspecified ones are copied from random training cells of the same label.
         guidance
-            Guidance weight(s) for models with classifier-free guidance (ignored otherwise).
+            Classifier-free guidance weight(s), one rule for every model: ``None`` (the
+            model's default), a finite number >= 0 for all attributes, or
+            ``{obs_key: number >= 0}`` over the registered categorical conditions (an unknown
+            key is an error naming the known ones; DiscreteDiffusion takes one number only).
+            A model without guidance (SCVIGenerator, the flows, the SDV baselines) accepts only
+            ``None`` and refuses any other value.
         library_size
             Total counts per cell (one number or one per cell) instead of drawing them from the
             per-condition library-size model. Count models only.
@@ -381,6 +496,7 @@ class GenerativeMixin:
         self._check_if_trained(warn=True)
         chunk = _chunk_size(self._generation_chunk if batch_size is None else batch_size)
         seed = resolve_seed(seed)
+        self._check_guidance(guidance)
         rng = np.random.default_rng(seed)
         plan = self._condition_plan(n_cells, labels, covariates, rng)
         n = len(plan)
@@ -551,7 +667,7 @@ class GenerativeMixin:
         save_anndata: bool = False,
         **anndata_write_kwargs: Any,
     ) -> None:
-        """Save the model: tensors in a weights-only file, everything else as JSON.
+        """Save the model: tensors as safetensors (no code), everything else as JSON.
 
         Parameters
         ----------
@@ -576,8 +692,15 @@ class GenerativeMixin:
             raise ValueError(f"{path} already exists; pass overwrite=True or another directory.")
         path.mkdir(parents=True, exist_ok=True)
         prefix = prefix or ""
-        torch.save(self.module.state_dict(), path / f"{prefix}{STATE_FILE}")
-        attrs = {k: v for k, v in self._get_user_attributes() if k.endswith("_")}
+        write_weights(self.module.state_dict(), weights_path(path, prefix))
+        # load prefers the safetensors file; a stale older save next to it would only confuse.
+        legacy_weights_path(path, prefix).unlink(missing_ok=True)
+        # Public fitted state only: load refuses private names (see model_attrs).
+        attrs = {
+            k: v
+            for k, v in self._get_user_attributes()
+            if k.endswith("_") and not k.startswith("_")
+        }
         meta = {
             "format": _META_FORMAT,
             "model": type(self).__name__,
@@ -598,6 +721,12 @@ class GenerativeMixin:
     ) -> GenerativeMixin:
         """Load a model saved with :meth:`save` without executing code from the files.
 
+        The files are not trusted: the metadata is checked against a schema (format
+        version, keys, registry, genes, constructor arguments, the type of every attribute)
+        and the weights against the module the metadata builds (keys and shapes) before
+        anything is set; weights are read from safetensors, or from an older save's
+        ``model_state.pt`` with ``torch.load(weights_only=True)``.
+
         Parameters
         ----------
         dir_path
@@ -612,46 +741,53 @@ class GenerativeMixin:
         Returns
         -------
         The model, in eval mode.
+
+        Raises
+        ------
+        FileNotFoundError
+            When ``dir_path`` holds no saved model.
+        ValueError
+            When a file is truncated, edited or does not match the model (the message names
+            the file and the key); ``TypeError`` for a value of the wrong type.
         """
-        path = Path(dir_path)
         prefix = prefix or ""
-        meta_path, state_path = path / f"{prefix}{META_FILE}", path / f"{prefix}{STATE_FILE}"
-        if not meta_path.exists() or not state_path.exists():
-            raise FileNotFoundError(
-                f"No saved scvi-gen model in {path} (expected {meta_path.name} and "
-                f"{state_path.name})."
-            )
-        meta = loads(meta_path.read_text())
-        saved_class = _subclass_named(cls, meta.get("model"))
+        # A bad device fails before any file is read.
+        target = resolve_device(device)
+        files = locate_model_files(dir_path, prefix)
+        meta = read_meta(files.meta, _META_FORMAT)
+        saved_class = _subclass_named(cls, meta["model"])
         if saved_class is not None and saved_class is not cls:
             # e.g. CFGen.load of a multimodal CFGen: the saved subclass loads itself.
             return saved_class.load(dir_path, adata=adata, device=device, prefix=prefix)
-        if meta.get("model") != cls.__name__:
+        if meta["model"] != cls.__name__:
             raise ValueError(
-                f"{path} holds a {meta.get('model')} model; load it with that class, "
+                f"{files.meta} holds a {meta['model']} model; load it with that class, "
                 f"not {cls.__name__}."
             )
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
         attrs = dict(meta["attrs"])
-        registry = attrs.pop("registry_")
-        init_params = attrs.pop("init_params_")
+        registry = check_registry(attrs.pop("registry_", None), files.meta)
+        check_var_names(meta["var_names"], registry, files.meta)
+        kwargs = init_kwargs(attrs.pop("init_params_", None), cls, files.meta)
         if adata is not None:
             _check_var_names(adata, meta["var_names"])
             # Before scvi-tools' transfer, whose error mentions an option load does not have.
             check_known_categories(adata.obs, condition_fields(registry))
-            method = getattr(cls, registry.get("setup_method_name", "setup_anndata"))
+            method = getattr(cls, registry["setup_method_name"])
             method(adata, source_registry=registry, **registry["setup_args"])
-        kwargs = {k: v for group in init_params["kwargs"].values() for k, v in group.items()}
-        model = cls(adata, registry=registry, **init_params["non_kwargs"], **kwargs)
-        for name, value in attrs.items():
-            with contextlib.suppress(AttributeError):  # read-only properties ending in "_"
-                setattr(model, name, value)
-        model.module.load_state_dict(state)
+        try:
+            model = cls(adata, registry=registry, **kwargs)
+        except (TypeError, ValueError) as err:
+            # Argument values are checked by the constructor; say which file they came from.
+            raise type(err)(
+                f"{files.meta}: building a {cls.__name__} from 'attrs.init_params_' failed "
+                f"({err}); re-save the model."
+            ) from err
+        for name, value in model_attrs(attrs, model, files.meta).items():
+            setattr(model, name, value)
+        load_weights(model.module, read_weights(files.weights), files.weights)
         # Saved models hold their fitted data state (attributes and module buffers).
         model.data_state_fitted_ = True
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        model.to_device(device)
+        model.to_device(target)
         model.module.eval()
         return model
 
@@ -684,12 +820,23 @@ class _MemorySink:
 
 def _chunk_size(batch_size: Any) -> int:
     """Cells per generation chunk: ``batch_size`` rounded up to whole seed blocks."""
-    if isinstance(batch_size, bool) or not float(batch_size).is_integer():
-        raise ValueError(f"`batch_size` must be a positive integer (or None), got {batch_size}.")
-    batch_size = int(batch_size)
+    batch_size = _whole_number(batch_size, "batch_size", "a positive integer (or None)")
     if batch_size < 1:
-        raise ValueError(f"`batch_size` must be positive (or None), got {batch_size}.")
+        raise ValueError(f"`batch_size` must be a positive integer (or None), got {batch_size}.")
     return -(-batch_size // SEED_BLOCK) * SEED_BLOCK
+
+
+def _whole_number(value: Any, name: str, form: str) -> int:
+    """``value`` as an int: a real number with no fractional part (2.0 yes, 2.7 and True no).
+
+    A string or ``True`` is a type error rather than being parsed or truncated, so that a
+    mistyped argument never silently changes the cells drawn.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"`{name}` must be {form}, got {value!r} ({type(value).__name__}).")
+    if not np.isfinite(value) or value != int(value):
+        raise ValueError(f"`{name}` must be {form}, got {value!r}.")
+    return int(value)
 
 
 def _generation_key(module: torch.nn.Module, provenance: Mapping[str, Any], n: int) -> str:
@@ -726,7 +873,9 @@ def resolve_seed(seed: int | None) -> int:
     -------
     The seed to use (and record in the output's provenance).
     """
-    seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
+    if seed is None:
+        return int(np.random.SeedSequence().entropy % 2**31)
+    seed = _whole_number(seed, "seed", "a non-negative integer (or None)")
     if seed < 0:
         raise ValueError(f"`seed` must be a non-negative integer (or None), got {seed}.")
     return seed

@@ -20,6 +20,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,11 +30,91 @@ logger = logging.getLogger(__name__)
 GuidanceArg = float | Mapping[str, float] | None
 
 
+def check_guidance(
+    guidance: Any,
+    names: Sequence[str],
+    *,
+    model: str,
+    aliases: Mapping[str, str] | None = None,
+    per_attribute: bool = True,
+) -> float | dict[str, float] | None:
+    """Check a ``guidance`` argument against the one rule every generator follows.
+
+    ``guidance`` is ``None``, a finite number >= 0, or ``{obs_key: finite number >= 0}`` over
+    the registered categorical conditions the model is guided on. A model without
+    classifier-free guidance (``names`` empty) accepts only ``None``.
+
+    Parameters
+    ----------
+    guidance
+        The user's argument.
+    names
+        Guided attributes (registered categorical ``obs`` keys) in the network's order; empty
+        for a model without guidance.
+    model
+        Model name for error messages.
+    aliases
+        Other accepted dict keys, ``{alias: name}`` (e.g. ``{"labels": "cell_type"}``).
+    per_attribute
+        Whether the model takes one weight per attribute (a dict); ``False`` for a model
+        with a single guidance weight.
+
+    Returns
+    -------
+    ``None``, the weight as a float, or ``{name: weight}`` with aliases resolved.
+
+    Examples
+    --------
+    >>> check_guidance({"cell_type": 2}, ["cell_type"], model="CFGen")
+    {'cell_type': 2.0}
+    """
+    if guidance is None:
+        return None
+    names = list(names)
+    if not names:
+        # Ignoring the argument would let a user believe a guided sample was drawn.
+        raise ValueError(
+            f"{model} has no classifier-free guidance, got `guidance`={guidance!r}; pass "
+            "guidance=None (guided models: CFGen, LatentDiffusion, DiscreteDiffusion)."
+        )
+    form = (
+        f"a finite number >= 0 or a dict {{obs_key: number >= 0}} over {names}"
+        if per_attribute
+        else "one finite number >= 0 (for all conditions)"
+    )
+    if isinstance(guidance, Mapping):
+        if not per_attribute:
+            raise ValueError(
+                f"{model} takes one classifier-free guidance weight for all conditions: "
+                f"`guidance` must be {form}, not per-attribute weights {dict(guidance)}."
+            )
+        lookup = {**dict(aliases or {}), **{name: name for name in names}}
+        unknown = sorted(str(k) for k in guidance if k not in lookup)
+        if unknown:
+            raise ValueError(
+                f"`guidance` names unknown attributes {unknown}; {model} is guided on "
+                f"{names}: use those keys."
+            )
+        return {lookup[k]: _weight(v, f"guidance[{k!r}]", form) for k, v in guidance.items()}
+    return _weight(guidance, "`guidance`", form)
+
+
+def _weight(value: Any, name: str, form: str) -> float:
+    """One guidance weight: a finite real number >= 0 (``True`` is not a weight)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be {form}, got {value!r}.")
+    weight = float(value)
+    if not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"{name} must be {form}, got {value!r}.")
+    return weight
+
+
 def resolve_guidance_weights(
     guidance: GuidanceArg,
     names: Sequence[str],
     default: float | Sequence[float] = 1.0,
     aliases: Mapping[str, str] | None = None,
+    model: str = "This model",
 ) -> list[float]:
     """Turn the user's ``guidance`` argument into one weight per attribute.
 
@@ -41,13 +122,16 @@ def resolve_guidance_weights(
     ----------
     guidance
         ``None`` (``default`` for every attribute), one number for all attributes, or
-        ``{attribute: weight}`` (unlisted attributes get ``default``).
+        ``{attribute: weight}`` (unlisted attributes get ``default``); checked by
+        :func:`check_guidance`.
     names
         Attribute names in the network's order.
     default
         Weight of an attribute the user did not set (one value, or one per attribute).
     aliases
         Other accepted names, ``{alias: name}`` (e.g. ``{"labels": "cell_type"}``).
+    model
+        Model name for error messages.
 
     Returns
     -------
@@ -66,20 +150,17 @@ def resolve_guidance_weights(
     )
     if len(defaults) != len(names):
         raise ValueError(f"Got {len(defaults)} default weights for {len(names)} attributes.")
-    if guidance is None:
+    if not names:
+        # No categorical condition to guide on: only None is meaningful.
+        check_guidance(guidance, names, model=model, aliases=aliases)
+        return []
+    checked = check_guidance(guidance, names, model=model, aliases=aliases)
+    if checked is None:
         weights = defaults
-    elif isinstance(guidance, Mapping):
-        lookup = {**dict(aliases or {}), **{name: name for name in names}}
-        unknown = sorted(str(k) for k in guidance if k not in lookup)
-        if unknown:
-            raise ValueError(
-                f"Guidance weights given for unknown attributes {unknown}; the model "
-                f"conditions on {names}."
-            )
-        given = {lookup[k]: float(v) for k, v in guidance.items()}
-        weights = [given.get(name, d) for name, d in zip(names, defaults)]
+    elif isinstance(checked, dict):
+        weights = [checked.get(name, d) for name, d in zip(names, defaults)]
     else:
-        weights = [float(guidance)] * len(names)
+        weights = [checked] * len(names)
     if not all(math.isfinite(w) for w in weights):
         raise ValueError(f"Guidance weights must be finite, got {weights}.")
     return weights

@@ -103,7 +103,11 @@ class LatentGenerator(
         key = "labels_key" if dispersion == "gene-label" else "batch_key"
         raise ValueError(f"dispersion={dispersion!r} needs setup_anndata(..., {key}=...).")
 
-    def _guidance_weights(self, guidance: GuidanceArg) -> list[float]:
+    def _guidance_spec(self) -> tuple[list[str], dict[str, str], bool]:
+        """Guided on every categorical condition, one weight each.
+
+        ``"labels"`` and ``"batch"`` also name the label and batch columns.
+        """
         fields = self.attribute_fields
         names = [f.obs_key for f in fields]
         aliases = {
@@ -112,8 +116,20 @@ class LatentGenerator(
             if f.registry_key in (REGISTRY_KEYS.LABELS_KEY, REGISTRY_KEYS.BATCH_KEY)
             and f.registry_key not in names
         }
-        defaults = resolve_guidance_weights(self._default_guidance, names, aliases=aliases)
-        return resolve_guidance_weights(guidance, names, default=defaults, aliases=aliases)
+        return names, aliases, True
+
+    def _guidance_weights(self, guidance: GuidanceArg) -> list[float]:
+        names, aliases, _ = self._guidance_spec()
+        if not names:
+            # Nothing to guide on: the default is moot, a user's weight is refused.
+            return resolve_guidance_weights(guidance, names, model=type(self).__name__)
+        model = type(self).__name__
+        defaults = resolve_guidance_weights(
+            self._default_guidance, names, aliases=aliases, model=model
+        )
+        return resolve_guidance_weights(
+            guidance, names, default=defaults, aliases=aliases, model=model
+        )
 
     def set_ode_solver(
         self,
@@ -280,6 +296,14 @@ class LatentGenerator(
         """
         self._ensure_data_state(datamodule)
         defaults = self._train_defaults
+        self._check_training_cells(
+            datamodule,
+            train_size=train_size,
+            validation_size=validation_size,
+            batch_size=batch_size or defaults["batch_size"],
+            needs_validation=bool(early_stopping or restore_best),
+            no_validation="early_stopping=False and restore_best=False",
+        )
         epochs_ae = _first_not_none(
             max_epochs_autoencoder, max_epochs, defaults["max_epochs_autoencoder"]
         )

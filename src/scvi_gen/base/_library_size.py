@@ -189,13 +189,49 @@ def _combine(conditions: pd.DataFrame, keys: Sequence[str]) -> np.ndarray:
     return out
 
 
+#: Largest library size (total counts per cell) ``generate`` accepts. Library sizes travel as
+#: float32 and the generated counts are stored as float32, which holds every integer exactly
+#: only up to 2**24 (~1.7e7); scvi-tools' NB sampler also clamps each gene's Poisson rate at
+#: 1e8, so SCVIGenerator silently caps a gene at 1e8 counts (measured on a 20-gene model: at
+#: ``library_size=1e9`` the top gene already hits 1e8, at 1e12 cells sum to 0.2% of the size;
+#: at 1e7 the top gene drew 9.4e6) and sizes near float32's limit (3.4e38) overflow to inf
+#: (NaN / all-zero cells). At 1e7 every gene's expected count stays below 2**24 and well
+#: below the clamp, while the deepest real cells hold ~1e6 counts.
+MAX_LIBRARY_SIZE = 1e7
+
+
 def per_cell_sizes(value: Any, n: int, argument: str) -> np.ndarray:
-    """Library sizes of ``n`` cells from one number or one per cell; clear errors otherwise."""
-    sizes = np.asarray(value, dtype=np.float64)
+    """Library sizes of ``n`` cells from one number or one per cell; clear errors otherwise.
+
+    Parameters
+    ----------
+    value
+        One library size for all cells, or one per cell.
+    n
+        Number of cells.
+    argument
+        Name of the argument in error messages (e.g. ``"library_size"``).
+
+    Returns
+    -------
+    ``(n,)`` float64 library sizes, each in ``(0, MAX_LIBRARY_SIZE]``.
+    """
+    try:
+        sizes = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"`{argument}` must be one number or one number per cell, got {value!r}."
+        ) from err
     if sizes.ndim > 1 or sizes.size not in (1, n):
         raise ValueError(
             f"`{argument}` must be one number or one per cell ({n}), got {sizes.size} values."
         )
     if np.any(~np.isfinite(sizes)) or np.any(sizes <= 0):
         raise ValueError(f"`{argument}` must be positive and finite.")
+    if np.any(sizes > MAX_LIBRARY_SIZE):
+        raise ValueError(
+            f"`{argument}` must be at most {MAX_LIBRARY_SIZE:.0e} total counts per cell, got "
+            f"{float(sizes.max()):.3g}: larger sizes overflow the float32 counts and samplers; "
+            "pass a realistic library size (real cells hold up to ~1e6 counts)."
+        )
     return np.array(np.broadcast_to(sizes, (n,)))

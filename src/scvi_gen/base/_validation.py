@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from scvi_gen._matrix import get_matrix, iter_row_chunks
+from scvi_gen._matrix import get_matrix, iter_row_chunks, layer_names
 
 logger = logging.getLogger(__name__)
 
@@ -172,10 +172,12 @@ def check_new_values(
     The checked matrix (read once: a view's values are copied on every access).
     """
     where = f"{owner}.X" if layer is None else f"{owner}.layers[{layer!r}]"
-    if layer is not None and layer not in adata.layers:
+    # layer_names, not ``in adata.layers``: a CollectionAdapter's layers cannot test
+    # membership.
+    if layer is not None and layer not in (names := layer_names(adata)):
         raise KeyError(
             f"{owner} has no layer {layer!r}, where the model reads its counts (layers: "
-            f"{list(adata.layers)}); put them there, e.g. {owner}.layers[{layer!r}] = {owner}.X."
+            f"{names}); put them there, e.g. {owner}.layers[{layer!r}] = {owner}.X."
         )
     fix = f"Put the raw integer counts the model was trained on in {where}."
     matrix = get_matrix(adata, layer)

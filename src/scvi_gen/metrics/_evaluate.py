@@ -596,6 +596,9 @@ def evaluate(
     ['floor', 'synthetic']
     """
     selected = _select_metrics(metrics, labels_key)
+    # Checked first, so that an empty input is named instead of failing inside a transform.
+    _check_enough_cells(test, "test", "to be split")
+    _check_enough_cells(synthetic, "synthetic", "to be compared with the test set")
     needs_train_cells = "knn_label_accuracy" in selected
     if common_space is None:
         common_space = CommonSpace(n_hvg, n_pcs, layer=layer, seed=seed)
@@ -607,8 +610,6 @@ def evaluate(
         train_data = common_space.transform(train, "counts", layer) if needs_train_cells else None
     _warn_if_not_counts(train, layer, "train")
     _warn_if_not_counts(test, layer, "test")
-    if test.n_obs < 4:
-        raise ValueError(f"The test set needs at least 4 cells to be split, got {test.n_obs}.")
 
     kind = resolve_data_kind(synthetic, synthetic_kind, synthetic_layer)
     _check_synthetic_values(synthetic, synthetic_layer, kind)
@@ -668,6 +669,19 @@ def evaluate(
         }
     )
     return df
+
+
+#: Fewest cells of the test set (split into two halves of >= 2 cells) and of the synthetic
+#: set (scored against one half: a single cell would give global scores of one point).
+MIN_EVALUATION_CELLS = 4
+
+
+def _check_enough_cells(adata: Any, name: str, why: str) -> None:
+    """Refuse an input with fewer than :data:`MIN_EVALUATION_CELLS` cells, naming it."""
+    if adata.n_obs < MIN_EVALUATION_CELLS:
+        raise ValueError(
+            f"`{name}` needs at least {MIN_EVALUATION_CELLS} cells {why}, got {adata.n_obs}."
+        )
 
 
 def evaluate_table(df: pd.DataFrame) -> pd.DataFrame:

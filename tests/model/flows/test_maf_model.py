@@ -149,7 +149,7 @@ def test_log_prob_of_no_cells_is_empty(trained):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"batch_size": 0}, "`batch_size` must be positive"),
+        ({"batch_size": 0}, "`batch_size` must be a positive integer"),
         ({"seed": -1}, "`seed` must be a non-negative integer"),
         ({"library_size": [1000.0, 2000.0]}, r"one number or one per cell \(4\), got 2"),
     ],

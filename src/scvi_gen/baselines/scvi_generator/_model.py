@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any, Literal
 
@@ -105,6 +106,19 @@ class SCVIGenerator(
         over minibatches, so sampling the prior lands where that label's cells are.
         """
         self._ensure_data_state(datamodule)
+        # scvi-tools' own signature gives the split arguments and their defaults.
+        bound = inspect.signature(UnsupervisedTrainingMixin.train).bind_partial(
+            self, *args, **kwargs
+        )
+        bound.apply_defaults()
+        given = bound.arguments
+        self._check_training_cells(
+            datamodule,
+            train_size=given.get("train_size"),
+            validation_size=given.get("validation_size"),
+            batch_size=given.get("batch_size"),
+            needs_validation=bool(given.get("early_stopping")),
+        )
         super().train(*args, datamodule=datamodule, **kwargs)
         self._fit_label_priors(datamodule)
 

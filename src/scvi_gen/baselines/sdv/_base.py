@@ -111,6 +111,14 @@ class SDVGeneratorBase(GenerativeMixin, BaseModelClass):
     def _fit_per_label(self, progress_bar: bool, **fit_kwargs: Any) -> None:
         """Fit the representation, then one synthesizer per label with enough cells."""
         start = time.perf_counter()
+        # SDV fits on every cell (no validation split), one synthesizer per label.
+        self._check_training_cells(
+            None,
+            train_size=1.0,
+            batch_size=None,
+            min_train=MIN_CELLS_PER_LABEL,
+            why=f" (each label's SDV synthesizer needs >= {MIN_CELLS_PER_LABEL} cells)",
+        )
         pcs, labels = self._fit_representation()
         columns = pc_columns(pcs.shape[1])
         names = self._label_names()

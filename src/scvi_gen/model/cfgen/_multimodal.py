@@ -27,6 +27,7 @@ from scvi_gen.base._generative_mixin import (
     resolve_seed,
 )
 from scvi_gen.base._library_size import per_cell_sizes
+from scvi_gen.base._model_files import meta_path
 from scvi_gen.base._sampling import sample_nb_csr
 from scvi_gen.base._validation import check_new_values
 from scvi_gen.model.cfgen._library import JointLibrarySizeModel
@@ -536,7 +537,7 @@ class MultimodalCFGen(CFGen):
         save_anndata: bool = False,
         **anndata_write_kwargs: Any,
     ) -> None:
-        """Save the model (tensors weights-only, the rest JSON); a MuData goes to ``.h5mu``.
+        """Save the model (tensors as safetensors, the rest JSON); a MuData goes to ``.h5mu``.
 
         Parameters
         ----------
@@ -597,6 +598,7 @@ class MultimodalCFGen(CFGen):
                 f"{type(adata).__name__}."
             )
         model = super().load(dir_path, adata=None, device=device, prefix=prefix)
+        _check_joint_library(model, meta_path(dir_path, prefix or ""))
         if adata is None:
             return model
         # Checks the MuData (_check_new_data), sets it up with the saved registry and
@@ -647,3 +649,20 @@ class MultimodalCFGen(CFGen):
         raise NotImplementedError(
             "impute is not available for a multimodal CFGen; use model.predict_modality(...)."
         )
+
+
+def _check_joint_library(model: MultimodalCFGen, path: Path) -> None:
+    """Refuse a saved multimodal model whose joint library-size model is missing or invalid."""
+    state = getattr(model, "library_joint_model_", None)
+    if not isinstance(state, Mapping):
+        raise ValueError(
+            f"{path}: 'attrs.library_joint_model_' is missing or not an object, but a "
+            "multimodal CFGen needs it to generate; re-save the model or retrain it."
+        )
+    try:
+        JointLibrarySizeModel.from_dict(state)
+    except (TypeError, ValueError, KeyError) as err:
+        raise ValueError(
+            f"{path}: 'attrs.library_joint_model_' is not a joint library-size model ({err}); "
+            "re-save the model or retrain it."
+        ) from err

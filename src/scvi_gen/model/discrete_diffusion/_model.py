@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -18,6 +17,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from scvi_gen._constants import LOGNORM_LAYER
 from scvi_gen.base import BatchSource, GenerativeMixin
 from scvi_gen.base._generative_mixin import _seeded_torch
+from scvi_gen.base._guidance import check_guidance
 from scvi_gen.model.discrete_diffusion._completion import (
     RESAMPLED_LAYER,
     CompletionMixin,
@@ -271,6 +271,13 @@ class DiscreteDiffusion(
                 "scvi-tools cannot early-stop a model built without an AnnData on a "
                 "DataSplitter: pass early_stopping=False and choose max_epochs."
             )
+        self._check_training_cells(
+            datamodule,
+            train_size=kwargs.get("train_size"),
+            validation_size=kwargs.get("validation_size"),
+            batch_size=batch_size,
+            needs_validation=bool(early_stopping),
+        )
         # scvi-tools' TrainingPlan defaults to Adam with eps=0.01, which stalls this model
         defaults = {"lr": 3e-3, "optimizer": "AdamW", "eps": 1e-8, "weight_decay": 1e-4}
         plan_kwargs = {**defaults, **(plan_kwargs or {})}
@@ -288,18 +295,20 @@ class DiscreteDiffusion(
         )
 
     # ----------------------------------------------------------------------- generate
+    def _guidance_spec(self) -> tuple[list[str], dict[str, str], bool]:
+        """One weight for all conditions (the network drops them all at once)."""
+        return [f.obs_key for f in self.condition_fields], {}, False
+
     def _guidance_weight(self, guidance: float | Mapping[str, float] | None) -> float:
-        if guidance is None:
-            return 0.0
-        if isinstance(guidance, Mapping):
-            raise ValueError(
-                "DiscreteDiffusion takes one classifier-free guidance weight for all conditions "
-                "(a float >= 0), not per-attribute weights."
-            )
-        weight = float(guidance)
-        if not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"`guidance` must be a finite number >= 0, got {guidance}.")
-        return weight
+        names, aliases, per_attribute = self._guidance_spec()
+        weight = check_guidance(
+            guidance,
+            names,
+            model=type(self).__name__,
+            aliases=aliases,
+            per_attribute=per_attribute,
+        )
+        return 0.0 if weight is None else float(weight)
 
     def _generate_chunk(
         self,

@@ -235,6 +235,14 @@ class FlowModelBase(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
             early_stopping = False
             plan["reduce_lr_on_plateau"] = False
         restore = early_stopping if restore_best_weights is None else restore_best_weights
+        self._check_training_cells(
+            datamodule,
+            train_size=train_size,
+            validation_size=kwargs.get("validation_size"),
+            batch_size=batch_size or defaults["batch_size"],
+            needs_validation=bool(early_stopping or (restore and has_validation)),
+            no_validation="early_stopping=False and restore_best_weights=False",
+        )
         callbacks = list(kwargs.pop("callbacks", []))
         if restore and has_validation:
             callbacks.append(RestoreBestWeights("validation_loss"))
