@@ -43,3 +43,23 @@ def test_no_warning_after_early_stopping():
 
 def test_no_warning_without_validation_history():
     assert not warn_if_undertrained({"train_loss": [1, 2]}, 2, model="CFGen")
+
+
+def test_a_model_stopped_while_still_learning_says_so():
+    import scvi
+
+    from scvi_gen.baselines import SCVIGenerator
+    from tests.conftest import make_counts_adata
+
+    scvi.settings.seed = 0
+    adata = make_counts_adata(n_cells=200, n_genes=20)
+    SCVIGenerator.setup_anndata(adata, labels_key="cell_type")
+    model = SCVIGenerator(adata, n_hidden=16, n_latent=4)
+    with pytest.warns(UndertrainedWarning, match="SCVIGenerator stopped at its epoch limit"):
+        model.train(
+            max_epochs=20,
+            early_stopping=False,
+            enable_progress_bar=False,
+            check_val_every_n_epoch=1,
+            batch_size=16,
+        )

@@ -34,6 +34,7 @@ from scvi_gen.base._latent_module import AttributeSlot, ODEOptions, Stage
 from scvi_gen.base._latent_ops import LatentOperationsMixin, broadcast_values
 from scvi_gen.base._ode import ODE_METHODS, ODEMethod
 from scvi_gen.base._sampling import sample_nb_csr
+from scvi_gen.base._training_checks import warn_if_undertrained
 from scvi_gen.train import GeneratorTrainingPlan, checkpoint_stage
 
 logger = logging.getLogger(__name__)
@@ -424,6 +425,13 @@ class LatentGenerator(
             # Intentional in stage 2: the frozen autoencoder is kept in eval mode.
             warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
             runner()
+        warn_if_undertrained(
+            self.history_,
+            max_epochs,
+            model=type(self).__name__,
+            stage=stage,
+            epochs_argument=f"max_epochs_{stage}",
+        )
         return {f"{stage}_{key}": value for key, value in (self.history_ or {}).items()}
 
     def _stage_context(self, stage: Stage) -> contextlib.AbstractContextManager:

@@ -12,9 +12,9 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-#: The run counts as still improving when its best epoch is among this last share of epochs.
-_LAST_SHARE = 0.05
-#: ... and the validation loss fell by more than this fraction over the last tenth of epochs.
+#: A run counts as still improving when its best epoch is in the last tenth of its epochs ...
+_WINDOW_SHARE = 0.1
+#: ... and the mean loss of that tenth is lower than that of the tenth before by this fraction.
 _MIN_RELATIVE_GAIN = 1e-3
 
 
@@ -32,8 +32,9 @@ def still_improving(losses: Any) -> tuple[bool, int]:
 
     Returns
     -------
-    ``(improving, best_epoch)``: improving when the best epoch is among the last 5% of
-    epochs (at least the last one) and the loss fell by more than 0.1% over the last tenth.
+    ``(improving, best_epoch)``: improving when the best epoch is in the last tenth of the
+    epochs (at least the last two) and the mean loss of that tenth is more than 0.1% below
+    that of the tenth before.
 
     Examples
     --------
@@ -45,16 +46,16 @@ def still_improving(losses: Any) -> tuple[bool, int]:
     if len(values) < 5:
         return False, int(np.argmin(values)) if len(values) else -1
     best = int(np.argmin(values))
-    last = max(1, math.ceil(_LAST_SHARE * len(values)))
-    window = max(2, math.ceil(0.1 * len(values)))
-    start = values[-window]
-    gain = (start - values[-1]) / max(abs(start), 1e-12)
-    return best >= len(values) - last and gain > _MIN_RELATIVE_GAIN, best
+    # Windows, not single epochs: validation losses are noisy from epoch to epoch.
+    window = max(2, math.ceil(_WINDOW_SHARE * len(values)))
+    last, before = values[-window:].mean(), values[-2 * window : -window].mean()
+    gain = (before - last) / max(abs(before), 1e-12)
+    return bool(best >= len(values) - window and gain > _MIN_RELATIVE_GAIN), best
 
 
 def warn_if_undertrained(
     history: Mapping[str, Any] | None,
-    max_epochs: int,
+    max_epochs: int | None,
     *,
     model: str,
     stage: str | None = None,
@@ -68,7 +69,8 @@ def warn_if_undertrained(
     history
         The run's history (``model.history``): ``{metric: DataFrame or Series per epoch}``.
     max_epochs
-        The run's epoch limit.
+        The run's epoch limit (``None``: judge the curve alone; early stopping never stops
+        a run whose loss is still falling).
     model
         Model name for the message.
     stage
@@ -90,8 +92,9 @@ def warn_if_undertrained(
     if not history or monitor not in history:
         return False
     losses = np.asarray(history[monitor], dtype=float).ravel()
-    if len(losses) < max_epochs:
+    if max_epochs is not None and len(losses) < max_epochs:
         return False  # stopped early: it had converged by the early-stopping rule
+    max_epochs = len(losses) if max_epochs is None else max_epochs
     improving, best = still_improving(losses)
     if not improving:
         return False

@@ -13,6 +13,7 @@ from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass, RNASeqMixin, UnsupervisedTrainingMixin, VAEMixin
 
 from scvi_gen.base import GenerativeMixin
+from scvi_gen.base._training_checks import warn_if_undertrained
 from scvi_gen.baselines.scvi_generator._module import LabelPosteriorMoments, LabelPriorVAE
 
 logger = logging.getLogger(__name__)
@@ -120,6 +121,13 @@ class SCVIGenerator(
             needs_validation=bool(given.get("early_stopping")),
         )
         super().train(*args, datamodule=datamodule, **kwargs)
+        # The ELBO without KL warm-up: validation_loss rises while the KL weight ramps up.
+        warn_if_undertrained(
+            self.history_,
+            given.get("max_epochs"),
+            model=type(self).__name__,
+            monitor="elbo_validation",
+        )
         self._fit_label_priors(datamodule)
 
     def _fit_label_priors(self, datamodule: Any = None) -> None:

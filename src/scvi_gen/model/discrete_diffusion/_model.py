@@ -18,6 +18,7 @@ from scvi_gen._constants import LOGNORM_LAYER
 from scvi_gen.base import BatchSource, GenerativeMixin
 from scvi_gen.base._generative_mixin import _seeded_torch
 from scvi_gen.base._guidance import check_guidance
+from scvi_gen.base._training_checks import warn_if_undertrained
 from scvi_gen.model.discrete_diffusion._completion import (
     RESAMPLED_LAYER,
     CompletionMixin,
@@ -285,7 +286,7 @@ class DiscreteDiffusion(
         if early_stopping:
             kwargs.setdefault("early_stopping_monitor", "validation_loss")
             kwargs.setdefault("early_stopping_patience", 5)
-        return super().train(
+        result = super().train(
             max_epochs=max_epochs,
             batch_size=batch_size,
             early_stopping=early_stopping,
@@ -293,6 +294,8 @@ class DiscreteDiffusion(
             datamodule=datamodule,
             **kwargs,
         )
+        warn_if_undertrained(self.history_, max_epochs, model=type(self).__name__)
+        return result
 
     # ----------------------------------------------------------------------- generate
     def _guidance_spec(self) -> tuple[list[str], dict[str, str], bool]:

@@ -15,6 +15,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from scvi.train import TrainRunner
 
 from scvi_gen.base import BatchSource, GenerativeMixin, RestoreBestWeights
+from scvi_gen.base._training_checks import warn_if_undertrained
 from scvi_gen.model.flows._conditioning import categorical_slots
 from scvi_gen.model.flows._data_state import fit_module_state
 from scvi_gen.model.flows._module import ConditionalFlowModule, TransformBuilder
@@ -269,6 +270,9 @@ class FlowModelBase(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
             plan_kwargs=plan,
             callbacks=callbacks,
             **kwargs,
+        )
+        warn_if_undertrained(
+            self.history_, max_epochs or defaults["max_epochs"], model=type(self).__name__
         )
         self.module.eval()
 
