@@ -201,3 +201,19 @@ def test_cells_streamed_to_disk_equal_those_in_memory(name, trained_models, tmp_
     np.testing.assert_array_equal(streamed.X[:].toarray(), in_memory.X.toarray())
     assert list(streamed.layers) == list(in_memory.layers)
     assert streamed.obs.astype(str).equals(in_memory.obs.astype(str))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cli_generates_from_a_saved_model_without_being_told_its_kind(
+    name, trained_models, tmp_path
+):
+    from scvi_gen.cli import main
+
+    _spec(name)
+    _, model = trained_models[name]
+    model.save(tmp_path / "model")
+    out = tmp_path / "x.h5ad"
+    main(["generate", "--model", str(tmp_path / "model"), "--n-cells", "10", "--out", str(out)])
+    syn = ad.read_h5ad(out)
+    assert syn.n_obs == 10
+    assert syn.uns["scvi_gen"]["model"] == type(model).__name__

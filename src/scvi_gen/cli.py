@@ -130,6 +130,34 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"Saved {args.generator} model to {args.out}")
 
 
+def saved_model_class(model_dir: str | Path) -> type:
+    """The registered model class a saved model was written by (read from its metadata).
+
+    Only classes of the generator registry are considered: the name in the file selects one
+    of them, it never imports anything.
+    """
+    from scvi_gen.base._generative_mixin import _META_FORMAT
+    from scvi_gen.base._model_files import locate_model_files, read_meta
+    from scvi_gen.model._registry import GENERATORS
+
+    meta = read_meta(locate_model_files(model_dir).meta, _META_FORMAT)
+    classes = {}
+    for spec in GENERATORS.values():
+        try:
+            cls = spec.model_class()
+        except ImportError:  # an optional extra that is not installed
+            continue
+        classes[cls.__name__] = cls
+        classes.update({sub.__name__: sub for sub in cls.__subclasses__()})
+    name = meta.get("model")
+    if name not in classes:
+        raise ValueError(
+            f"{model_dir} holds a {name!r} model, which is not a registered generator "
+            f"({sorted(classes)}); pass --generator."
+        )
+    return classes[name]
+
+
 def cmd_generate(args: argparse.Namespace) -> None:
     """Load a saved generator and write generated cells to an .h5ad file."""
     from scvi_gen.model._registry import get_generator
@@ -137,7 +165,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
     labels = _parse_labels(args.labels)
     covariates = _parse_json(args.covariates, "--covariates")
     guidance = _parse_guidance(args.guidance)
-    model = get_generator(args.generator).model_class().load(args.model)
+    cls = (
+        saved_model_class(args.model)
+        if args.generator is None
+        else get_generator(args.generator).model_class()
+    )
+    model = cls.load(args.model)
     synthetic = model.generate(
         args.n_cells,
         labels=labels,
@@ -300,7 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="generate cells with a saved model")
     gen.add_argument("--model", required=True, help="directory of a saved model")
-    gen.add_argument("--generator", default="scvi", choices=names, help="the saved model's kind")
+    gen.add_argument(
+        "--generator",
+        default=None,
+        choices=names,
+        help="the saved model's kind (default: read from the saved model)",
+    )
     gen.add_argument("--out", required=True, help="output .h5ad")
     gen.add_argument("--n-cells", type=int, default=None)
     gen.add_argument("--labels", default=None, help="'B=500,NK=200' or one label name")
