@@ -45,3 +45,11 @@ def shared_data_file(name: str) -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def trained_generators():
+    """Every registered generator trained one epoch on tiny data, shared by registry tests."""
+    from tests.generators import train_all
+
+    return train_all()

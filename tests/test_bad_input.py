@@ -13,9 +13,8 @@ import pytest
 import torch
 
 from scvi_gen.base._library_size import MAX_LIBRARY_SIZE
-from scvi_gen.model._registry import GENERATORS
 from tests.conftest import make_counts_adata
-from tests.test_contract import NAMES, _kwargs, _one_epoch, _spec
+from tests.generators import NAMES, _kwargs, _one_epoch, _spec
 
 #: Generators with classifier-free guidance over the categorical conditions.
 _GUIDED = ("CFGen", "LatentDiffusion", "DiscreteDiffusion")
@@ -30,24 +29,9 @@ def _one_thread() -> Any:
 
 
 @pytest.fixture(scope="module")
-def trained() -> dict[str, Any]:
-    """Every generator trained one epoch on the same tiny data (built once)."""
-    import scvi
-
-    out = {}
-    for name in NAMES:
-        spec = GENERATORS[name]
-        try:
-            cls = spec.model_class()
-        except ImportError:
-            continue
-        scvi.settings.seed = 0
-        adata = make_counts_adata(n_cells=60, n_genes=20)
-        cls.setup_anndata(adata, labels_key="cell_type", **spec.setup_kwargs)
-        model = cls(adata, **_kwargs(cls, spec))
-        model.train(**{**spec.train_kwargs, **_one_epoch(cls)})
-        out[name] = model
-    return out
+def trained(trained_generators) -> dict[str, Any]:
+    """Every generator trained one epoch on the same tiny data (built once per session)."""
+    return {name: model for name, (_, model) in trained_generators.items()}
 
 
 @pytest.mark.parametrize("name", NAMES)

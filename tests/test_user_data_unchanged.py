@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from scvi_gen.model._registry import GENERATORS
 from tests.conftest import make_counts_adata
-from tests.test_contract import NAMES, TINY, _one_epoch
+from tests.generators import NAMES, TINY, _one_epoch
 
 #: What scvi-tools' setup writes into a registered AnnData (uns and obs columns).
 SCVI_KEYS = ("_scvi_uuid", "_scvi_manager_uuid", "_scvi_adata_minify_type")
