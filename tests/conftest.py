@@ -53,3 +53,14 @@ def trained_generators():
     from tests.generators import train_all
 
     return train_all()
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with one torch intra-op thread, restoring the count afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

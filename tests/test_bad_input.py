@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from scvi_gen.base._library_size import MAX_LIBRARY_SIZE
 from tests.conftest import make_counts_adata
@@ -20,12 +19,8 @@ from tests.generators import NAMES, _kwargs, _one_epoch, _spec
 _GUIDED = ("CFGen", "LatentDiffusion", "DiscreteDiffusion")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: One intra-op thread: two contend on the 2-core machines and run much slower.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

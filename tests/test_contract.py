@@ -12,19 +12,13 @@ import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
 
 from scvi_gen.model._registry import GENERATORS
 from tests.conftest import make_counts_adata
 from tests.generators import _DATAMODULE, NAMES, _kwargs, _one_epoch, _spec
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: One intra-op thread: two contend on the 2-core machines and run much slower.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

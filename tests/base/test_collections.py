@@ -6,7 +6,6 @@ import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
 from anndata.experimental import AnnCollection
 from scvi.dataloaders import CollectionAdapter, DataSplitter
 
@@ -32,12 +31,8 @@ MODELS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: One intra-op thread: two contend on the 2-core machines and run much slower.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _write_files(tmp_path, *, non_integer_in: int | None = None) -> list:

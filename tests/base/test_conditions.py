@@ -69,16 +69,17 @@ def test_unknown_covariate_is_a_clear_error():
 
 
 def test_unspecified_continuous_covariate_is_copied_from_training_cells():
-    from anndata import AnnData
+    import scipy.sparse as sp
 
-    from scvi_gen.base._conditions import observed_conditions
+    from scvi_gen.base._data_state import batch_conditions
 
     age = ConditionField("age", "extra_continuous_covs", 0, None)
-    obs = pd.DataFrame(
-        {"cell_type": ["A"] * 3 + ["B"] * 3, "age": [1.0, 2.0, 3.0, 7.0, 8.0, 9.0]},
-        index=[f"cell{i}" for i in range(6)],  # cell names, not a RangeIndex
-    )
-    training = observed_conditions(AnnData(obs=obs), [FIELD, age])
+    batch = {
+        "X": sp.csr_matrix((6, 2)),
+        "labels": np.array([[0], [0], [0], [1], [1], [1]]),
+        "extra_continuous_covs": np.array([[1.0], [2.0], [3.0], [7.0], [8.0], [9.0]]),
+    }
+    training = batch_conditions(batch, [FIELD, age])
     plan = build_condition_plan(
         [FIELD, age], training, ["A", "B"] * 10, None, np.random.default_rng(0)
     )

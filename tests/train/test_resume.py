@@ -11,20 +11,8 @@ from scvi_gen.model.cfgen import CFGen
 from scvi_gen.model.latent_diffusion import LatentDiffusion
 from scvi_gen.train import checkpoint_stage
 from tests.conftest import make_counts_adata
+from tests.generators import TINY
 
-SMALL = {
-    CFGen: {"n_latent": 4, "encoder_hidden": (16,), "decoder_hidden": (16,), "flow_hidden": 16},
-    LatentDiffusion: {
-        "n_tokens": 2,
-        "latent_dim": 2,
-        "token_dim": 8,
-        "pool_dim": 8,
-        "n_heads": 2,
-        "decoder_dim": 8,
-        "prior_dim": 16,
-        "prior_heads": 2,
-    },
-}
 FAST = {"batch_size": 32, "enable_progress_bar": False, "early_stopping": False}
 
 
@@ -49,7 +37,7 @@ def test_run_stopped_in_stage_two_resumes_in_stage_two_with_its_ema(
     monkeypatch.setattr(scvi.settings, "logging_dir", tmp_path)
     adata = make_counts_adata(n_cells=80, n_genes=12)
     model_cls.setup_anndata(adata, labels_key="cell_type")
-    model = model_cls(adata, **SMALL[model_cls])
+    model = model_cls(adata, **TINY[model_cls.__name__])
     saver = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_epochs=1)
     model.train(
         max_epochs_autoencoder=2,
@@ -66,7 +54,7 @@ def test_run_stopped_in_stage_two_resumes_in_stage_two_with_its_ema(
     assert saved["epoch"] == 2  # three flow epochs ran (0, 1, 2)
 
     # A fresh model (a new process) resumes: the autoencoder comes from the checkpoint.
-    resumed = model_cls(adata, **SMALL[model_cls])
+    resumed = model_cls(adata, **TINY[model_cls.__name__])
     epochs_seen, ema_counts = [], []
 
     class _Record(Callback):
@@ -104,7 +92,7 @@ def test_checkpoint_of_another_stage_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(scvi.settings, "logging_dir", tmp_path)
     adata = make_counts_adata(n_cells=60, n_genes=10)
     CFGen.setup_anndata(adata, labels_key="cell_type")
-    model = CFGen(adata, **SMALL[CFGen])
+    model = CFGen(adata, **TINY["CFGen"])
     saver = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_epochs=1)
     model.train(
         max_epochs_autoencoder=1,

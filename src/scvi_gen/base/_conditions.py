@@ -97,19 +97,6 @@ def labels_field(fields: Sequence[ConditionField]) -> ConditionField | None:
     return next((f for f in fields if f.registry_key == REGISTRY_KEYS.LABELS_KEY), None)
 
 
-def observed_conditions(adata: Any, fields: Sequence[ConditionField]) -> pd.DataFrame:
-    """Collect the condition columns of the training cells (category names, not codes)."""
-    data = {}
-    for field in fields:
-        values = adata.obs[field.obs_key]
-        # Arrays, not Series: a Series would be aligned on the cell names against the new
-        # integer index and turn every continuous covariate into NaN.
-        data[field.obs_key] = (
-            values.astype(str).to_numpy() if field.is_categorical else values.to_numpy()
-        )
-    return pd.DataFrame(data, index=np.arange(adata.n_obs))
-
-
 def counts_per_label(
     n_cells: int | None,
     labels: LabelsArg,
@@ -225,7 +212,8 @@ def build_condition_plan(
     fields
         The model's condition fields.
     training
-        Conditions of the training cells (:func:`observed_conditions`).
+        Conditions of the training cells (``training_conditions_``, fitted by
+        :func:`~scvi_gen.base._data_state.batch_conditions`).
     per_cell_labels
         One label per generated cell.
     covariates
