@@ -27,6 +27,7 @@ from ._serialization import dumps, loads
 from ._setup import generator_fields
 from ._streaming import GenerationWriter, is_complete, read_generated
 from ._validation import validate_setup_input
+from ._whatif import WhatIfMixin
 
 __all__ = [
     "LatentGenerator",
@@ -59,4 +60,5 @@ __all__ = [
     "read_backed",
     "read_generated",
     "validate_setup_input",
+    "WhatIfMixin",
 ]

@@ -23,14 +23,19 @@ from scvi_gen.base._generative_mixin import _seeded_torch, resolve_seed
 from scvi_gen.base._guidance import GuidanceArg
 from scvi_gen.base._sampling import sample_nb_dense
 from scvi_gen.base._serialization import to_jsonable
+from scvi_gen.base._whatif import WhatIfMixin, select_rows
 
 logger = logging.getLogger(__name__)
 
 _IMPUTE_ITERATIONS = 3
 
 
-class LatentOperationsMixin:
-    """Counterfactual transfer, posterior predictive sampling and imputation.
+class LatentOperationsMixin(WhatIfMixin):
+    """Counterfactual transfer, posterior predictive sampling, imputation and what-if.
+
+    :meth:`predict_perturbation` and :meth:`interpolate` come from
+    :class:`~scvi_gen.base.WhatIfMixin`; the hooks below encode and decode in the
+    autoencoder's latent space.
 
     Needs the model's ``module`` (a :class:`~scvi_gen.base.LatentGeneratorModule`),
     ``_batches``, ``_prepare``, ``_target_codes``, ``_guidance_weights``, ``_ode`` and
@@ -128,6 +133,35 @@ class LatentOperationsMixin:
             ),
         }
         return self._transfer_output(X.astype(np.float32), obs, uns, adata.var_names)
+
+    # ------------------------------------------------------- what-if hooks
+    def _whatif_latents(
+        self, adata: AnnData, batch_size: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Autoencoder latents, library sizes and attribute codes of the cells of ``adata``."""
+        if not self.autoencoder_trained_:
+            raise RuntimeError("Train the model first: model.train().")
+        if getattr(self.module, "modalities", None):
+            raise TypeError(
+                f"{type(self).__name__} on several modalities: interpolation takes one "
+                "modality; use transfer(mdata, to=...) for counterfactuals."
+            )
+        module = self.module
+        module.eval()
+        zs, libraries, codes = [], [], []
+        for tensors in self._batches(adata, None, batch_size):
+            zs.append(module.encode_tensors(tensors))
+            libraries.append(module.library_of_tensors(tensors))
+            codes.append(module.attribute_codes(tensors))
+        return torch.cat(zs), torch.cat(libraries), torch.cat(codes)
+
+    def _whatif_select(self, codes: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        return select_rows(codes, rows)
+
+    def _whatif_decode(
+        self, z: torch.Tensor, library: torch.Tensor, codes: torch.Tensor, return_mean: bool
+    ) -> sp.csr_matrix:
+        return self._decode_block(z, library, codes, return_mean)
 
     def _transfer_output(
         self, X: sp.csr_matrix, obs: pd.DataFrame, uns: dict[str, Any], var_names: pd.Index

@@ -15,12 +15,18 @@ from scvi.model.base import BaseModelClass, RNASeqMixin, UnsupervisedTrainingMix
 from scvi_gen.base import GenerativeMixin
 from scvi_gen.base._training_checks import warn_if_undertrained
 from scvi_gen.baselines.scvi_generator._module import LabelPosteriorMoments, LabelPriorVAE
+from scvi_gen.baselines.scvi_generator._whatif import SCVIWhatIfMixin
 
 logger = logging.getLogger(__name__)
 
 
 class SCVIGenerator(
-    GenerativeMixin, RNASeqMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass
+    SCVIWhatIfMixin,
+    GenerativeMixin,
+    RNASeqMixin,
+    VAEMixin,
+    UnsupervisedTrainingMixin,
+    BaseModelClass,
 ):
     """scVI as a generator: sample the latent prior, decode, sample NB counts.
 
@@ -29,6 +35,9 @@ class SCVIGenerator(
     ``generate(labels=...)`` samples label-specific latents; with ``conditional_prior=False``
     it samples scVI's standard normal prior (labels then only steer library sizes).
     Library sizes come from the per-condition log-normal model fitted on the training cells.
+    :meth:`transfer` and :meth:`predict_perturbation` change a label by scGen's latent
+    arithmetic and a batch or categorical covariate in the decoder; :meth:`interpolate`
+    decodes along straight paths between posterior means.
 
     Parameters
     ----------
@@ -58,6 +67,7 @@ class SCVIGenerator(
     >>> model = scvi_gen.SCVIGenerator(adata)
     >>> model.train(max_epochs=200)
     >>> syn = model.generate(labels={"B": 50}, seed=0)
+    >>> stim = model.predict_perturbation(ctrl, "condition", "STIM", group_key="cell_type")
     """
 
     _module_cls = LabelPriorVAE
