@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import base, baselines, benchmark, datasets, metrics, pl, preprocessing
 from ._demo import run_demo
+from ._settings import settings
 from .baselines import CTGANGenerator, GaussianCopulaGenerator, SCVIGenerator, TVAEGenerator
 from .model.cfgen import CFGen
 from .model.discrete_diffusion import DiscreteDiffusion
@@ -39,4 +40,5 @@ __all__ = [
     "pl",
     "preprocessing",
     "run_demo",
+    "settings",
 ]

@@ -63,7 +63,8 @@ from scvi_gen.base._model_files import (
 )
 from scvi_gen.base._serialization import dumps, to_jsonable
 from scvi_gen.base._setup import generator_fields
-from scvi_gen.base._validation import validate_setup_input
+from scvi_gen.base._validation import check_mapping_arg, validate_setup_input
+from scvi_gen.train._runner import GeneratorTrainRunner
 
 logger = logging.getLogger(__name__)
 
@@ -93,14 +94,21 @@ class GenerativeMixin:
         Whether the model reads raw integer counts (count models) or continuous values.
     _output_kind
         ``"counts"`` (integer counts in ``.X``) or ``"lognorm"`` (log1p(CP10k) values).
+    _fitted_state
+        ``{name: kind}`` of the data state a model fits under names a freshly built model
+        does not have (e.g. the flows' ``genes_``); ``load`` accepts saved attributes of a
+        fresh model, the shared data state and these names only, each of its kind.
     """
 
     _requires_counts: ClassVar[bool] = True
     _output_kind: ClassVar[Literal["counts", "lognorm"]] = "counts"
+    _fitted_state: ClassVar[Mapping[str, str]] = {}
     #: Registry keys of the count matrices a data pass reads.
     _matrix_keys: ClassVar[tuple[str, ...]] = (REGISTRY_KEYS.X_KEY,)
     #: Cells per generation chunk when ``generate(batch_size=None)``.
     _generation_chunk: ClassVar[int] = DEFAULT_GENERATION_CHUNK
+    #: Lightning training goes through one runner: quiet banners, stage-labelled stderr bars.
+    _train_runner_cls: ClassVar[type] = GeneratorTrainRunner
 
     # ------------------------------------------------------------------ setup
     @classmethod
@@ -577,6 +585,7 @@ class GenerativeMixin:
         covariates: Mapping[str, Any] | None,
         rng: np.random.Generator,
     ) -> pd.DataFrame:
+        check_mapping_arg(covariates, "covariates", "{'batch': 'b1'}")
         fields = self.condition_fields
         label = labels_field(fields)
         training = self.training_conditions_

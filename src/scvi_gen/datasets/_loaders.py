@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import textwrap
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
 from typing import TypeVar
 
 import anndata as ad
@@ -16,6 +14,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from mudata import MuData
+
+from scvi_gen._settings import quiet_mudata
 
 from ._paths import dataset_path
 
@@ -60,24 +60,6 @@ def _loader_doc(func: _F) -> _F:
     return func
 
 
-@contextmanager
-def _quiet_mudata() -> Iterator[None]:
-    """Read MuData without mudata 0.3's FutureWarning about ``pull_on_update``.
-
-    ``pull_on_update=False`` is the announced mudata 0.4 default, so reading with it gives the
-    same object on both versions. The stored files already hold their global obs/var columns.
-    """
-    try:
-        options = md.set_options(pull_on_update=False)
-    except ValueError:  # a mudata without that option (>= 0.4) does not warn either
-        options = nullcontext()
-    with warnings.catch_warnings(), options:
-        warnings.filterwarnings(
-            "ignore", message=r"From 0\.4 \.update\(\)", category=FutureWarning
-        )
-        yield
-
-
 def _categorize(df: pd.DataFrame) -> None:
     """Turn string columns into pandas categoricals, in place (NaN stays missing)."""
     for col in df.columns:
@@ -107,7 +89,7 @@ def _load_mudata(
     name: str, path: PathLike | None, data_dir: PathLike | None, download: bool
 ) -> MuData:
     file = dataset_path(name, path=path, data_dir=data_dir, download=download)
-    with _quiet_mudata():
+    with quiet_mudata():
         mdata = md.read_h5mu(file)
     for modality in mdata.mod.values():
         _tidy(modality)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,8 @@ import pandas as pd
 from anndata import AnnData
 from mudata import MuData
 from sklearn.model_selection import StratifiedKFold
+
+from scvi_gen._settings import quiet_mudata
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +130,9 @@ def train_test_split(
     700
     """
     train_idx, test_idx = train_test_indices(adata, labels_key, test_size=test_size, seed=seed)
-    return adata[train_idx].copy(), adata[test_idx].copy()
+    # Slicing a MuData calls .update(), which warns about pull_on_update on mudata 0.3.
+    with quiet_mudata() if isinstance(adata, MuData) else nullcontext():
+        return adata[train_idx].copy(), adata[test_idx].copy()
 
 
 def kfold_splits(

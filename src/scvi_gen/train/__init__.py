@@ -1,5 +1,12 @@
-"""Training plans and callbacks shared by scvi-gen generators."""
+"""Training plans, the shared train runner and callbacks of scvi-gen generators."""
 
 from ._plans import GeneratorTrainingPlan, checkpoint_stage
+from ._runner import GeneratorTrainRunner, StageProgressBar, stage_label
 
-__all__ = ["GeneratorTrainingPlan", "checkpoint_stage"]
+__all__ = [
+    "GeneratorTrainRunner",
+    "GeneratorTrainingPlan",
+    "StageProgressBar",
+    "checkpoint_stage",
+    "stage_label",
+]

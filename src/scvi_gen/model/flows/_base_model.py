@@ -12,7 +12,6 @@ import pandas as pd
 import torch
 from anndata import AnnData
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
-from scvi.train import TrainRunner
 
 from scvi_gen.base import BatchSource, GenerativeMixin, RestoreBestWeights
 from scvi_gen.base._training_checks import warn_if_undertrained
@@ -22,13 +21,14 @@ from scvi_gen.model.flows._module import ConditionalFlowModule, TransformBuilder
 from scvi_gen.model.flows._presets import FlowPreset, get_preset
 from scvi_gen.model.flows._representation import explicit_gene_mask, gene_mask, n_modelled_genes
 from scvi_gen.train import GeneratorTrainingPlan
+from scvi_gen.train._runner import GeneratorTrainRunner
 
 logger = logging.getLogger(__name__)
 
 OutputKind = Literal["lognorm", "counts"]
 
 
-class _TrainRunner(TrainRunner):
+class _TrainRunner(GeneratorTrainRunner):
     """scvi-tools' runner, also for a model without a registered AnnData.
 
     scvi-tools 1.4's early-stopping sanity check for a ``DataSplitter`` reads
@@ -64,6 +64,8 @@ class FlowModelBase(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
 
     _requires_counts = True
     _output_kind = "lognorm"
+    # The modelled genes, fitted from the data: load accepts this name from a saved model.
+    _fitted_state = {"genes_": "sequence"}
     # Sampling holds every layer's per-cell parameters of a chunk at once (~1.8 GB for 1,024
     # cells x 2,000 genes); 256 cells keep it under 0.5 GB at the same speed per cell.
     _generation_chunk = 256

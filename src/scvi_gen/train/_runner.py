@@ -1,0 +1,169 @@
+"""The one place where scvi-gen's Lightning trainers are built and run.
+
+Every Lightning-trained generator (scVI baseline, CFGen, LatentDiffusion, the flows,
+DiscreteDiffusion) trains through scvi-tools' :class:`~scvi.train.TrainRunner`; the mixin
+:class:`~scvi_gen.base.GenerativeMixin` points them all at :class:`GeneratorTrainRunner`, so
+the output rules below hold for all of them at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from scvi.train import TrainRunner
+from scvi.train._progress import ProgressBar
+from tqdm.auto import tqdm
+
+from scvi_gen._settings import settings, training_output
+
+logger = logging.getLogger(__name__)
+
+#: Progress-bar label of each training stage of the two-stage models.
+STAGE_LABELS = {"autoencoder": "Training autoencoder", "flow": "Training latent prior"}
+
+
+def stage_label(training_plan: Any) -> str:
+    """The progress-bar label of a training plan's stage.
+
+    Parameters
+    ----------
+    training_plan
+        A Lightning module; two-stage models use a
+        :class:`~scvi_gen.train.GeneratorTrainingPlan` with a ``stage``.
+
+    Returns
+    -------
+    ``"Training autoencoder"`` / ``"Training latent prior"`` for the two stages, else
+    ``"Training"``.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> stage_label(SimpleNamespace(stage="flow"))
+    'Training latent prior'
+    """
+    stage = getattr(training_plan, "stage", None)
+    if stage is None:
+        return "Training"
+    return STAGE_LABELS.get(stage, f"Training {stage}")
+
+
+class StageProgressBar(ProgressBar):
+    """scvi-tools' per-epoch progress bar, on stderr and labelled by stage.
+
+    stdout stays for results (``scvi-gen demo > report.md`` gives a clean report); the label
+    tells the two stages of CFGen and LatentDiffusion apart.
+
+    Parameters
+    ----------
+    label
+        Text in front of the bar, e.g. ``"Training autoencoder"``.
+
+    Examples
+    --------
+    >>> bar = StageProgressBar("Training latent prior")
+    >>> bar.label
+    'Training latent prior'
+    """
+
+    def __init__(self, label: str = "Training") -> None:
+        super().__init__(refresh_rate=1)
+        self.label = label
+
+    def init_train_tqdm(self, trainer: Any) -> Any:
+        """A tqdm bar over epochs, written to stderr."""
+        return tqdm(
+            total=trainer.max_epochs,
+            desc=self.label,
+            file=sys.stderr,
+            disable=self.is_disabled,
+            dynamic_ncols=True,
+        )
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        """Show the epoch next to the stage label."""
+        # Skip scvi-tools' override, which replaces the description by "Epoch i/n".
+        super(ProgressBar, self).on_train_epoch_start(trainer, pl_module)
+        if self.is_enabled:
+            epoch = trainer.current_epoch + 1
+            self.main_progress_bar.set_description(
+                f"{self.label}, epoch {epoch}/{trainer.max_epochs}"
+            )
+
+
+def progress_bar_kwargs(trainer_kwargs: dict[str, Any], label: str) -> dict[str, Any]:
+    """Trainer arguments with our stage-labelled stderr bar in place of scvi-tools' bar.
+
+    Parameters
+    ----------
+    trainer_kwargs
+        Arguments for :class:`~scvi.train.Trainer`; not modified.
+    label
+        Stage label of the bar.
+
+    Returns
+    -------
+    A new dict: ``enable_progress_bar`` defaults to :attr:`settings.progress_bars`; when the
+    bar is on and scvi-tools' simple bar was not turned off (``simple_progress_bar=False``
+    keeps Lightning's own per-batch bar), a :class:`StageProgressBar` is added to
+    ``callbacks``.
+
+    Examples
+    --------
+    >>> kwargs = progress_bar_kwargs({"max_epochs": 3}, "Training")
+    >>> kwargs["simple_progress_bar"]
+    False
+    """
+    kwargs = dict(trainer_kwargs)
+    kwargs.setdefault("enable_progress_bar", settings.progress_bars)
+    callbacks = list(kwargs.get("callbacks") or [])
+    has_bar = any(isinstance(c, ProgressBar) for c in callbacks)
+    if kwargs["enable_progress_bar"] and kwargs.get("simple_progress_bar", True) and not has_bar:
+        callbacks.append(StageProgressBar(label))
+        kwargs["callbacks"] = callbacks
+        # Ours replaces scvi-tools' simple bar (Lightning refuses two progress bars).
+        kwargs["simple_progress_bar"] = False
+    return kwargs
+
+
+class GeneratorTrainRunner(TrainRunner):
+    """scvi-tools' :class:`~scvi.train.TrainRunner` with scvi-gen's output rules.
+
+    - Lightning's banners, tips and deprecation chatter are hidden at the default
+      verbosity (see :data:`scvi_gen.settings`), both while the trainer is built (the
+      "GPU available" lines) and while it runs.
+    - The progress bar goes to stderr and is labelled by stage ("Training autoencoder",
+      "Training latent prior"); it is off at verbosity ``"error"`` unless
+      ``enable_progress_bar=True`` is passed.
+
+    Parameters
+    ----------
+    model, training_plan, data_splitter, max_epochs
+        As for :class:`~scvi.train.TrainRunner`.
+    **kwargs
+        ``accelerator``, ``devices`` and further :class:`~scvi.train.Trainer` arguments.
+
+    Examples
+    --------
+    >>> class MyModel(GenerativeMixin, UnsupervisedTrainingMixin, BaseModelClass):
+    ...     _train_runner_cls = GeneratorTrainRunner  # inherited from GenerativeMixin
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        training_plan: Any,
+        data_splitter: Any,
+        max_epochs: int,
+        **kwargs: Any,
+    ) -> None:
+        kwargs = progress_bar_kwargs(kwargs, stage_label(training_plan))
+        with training_output():
+            super().__init__(model, training_plan, data_splitter, max_epochs, **kwargs)
+
+    def __call__(self) -> Any:
+        """Fit, with Lightning's output quieted as the verbosity says."""
+        with training_output():
+            return super().__call__()
