@@ -55,6 +55,15 @@ from ._multimodal import (
     multimodal_table,
     prediction_scores,
 )
+from ._perturbation import (
+    deg_jaccard,
+    jaccard,
+    mean_expression_r2,
+    mean_log_expression,
+    perturbation_scores,
+    relative_energy_distance,
+    top_degs,
+)
 from ._prdc import precision_recall_density_coverage
 
 __all__ = [
@@ -93,6 +102,13 @@ __all__ = [
     "mmd_rbf",
     "multimodal_table",
     "precision_recall_density_coverage",
+    "deg_jaccard",
+    "jaccard",
+    "mean_expression_r2",
+    "mean_log_expression",
+    "perturbation_scores",
+    "relative_energy_distance",
+    "top_degs",
     "prediction_scores",
     "resolve_data_kind",
     "select_hvgs",
