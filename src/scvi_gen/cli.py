@@ -1,16 +1,22 @@
-"""The ``scvi-gen`` command: demo, train, generate, evaluate, benchmark."""
+"""The ``scvi-gen`` command: demo, split, train, generate, evaluate, benchmark."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import pickle
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
+
+
+class UsageError(ValueError):
+    """A bad command-line value: reported as one ``scvi-gen: error:`` line, exit code 2."""
 
 
 def _parse_labels(text: str | None) -> dict[str, int] | str | None:
@@ -23,9 +29,9 @@ def _parse_labels(text: str | None) -> dict[str, int] | str | None:
     for part in text.split(","):
         name, _, n = part.rpartition("=")
         if not name or not n.strip().isdigit():
-            raise SystemExit(f"error: cannot read --labels entry {part!r}; use NAME=COUNT.")
+            raise UsageError(f"cannot read --labels entry {part!r}; use NAME=COUNT.")
         if name.strip() in plan:
-            raise SystemExit(f"error: --labels names {name.strip()!r} twice; give it once.")
+            raise UsageError(f"--labels names {name.strip()!r} twice; give it once.")
         plan[name.strip()] = int(n)
     return plan
 
@@ -36,11 +42,9 @@ def _parse_json(text: str | None, option: str) -> dict | None:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise SystemExit(
-            f"error: {option} must be JSON, e.g. '{{\"max_epochs\": 50}}' ({err})."
-        ) from err
+        raise UsageError(f"{option} must be JSON, e.g. '{{\"max_epochs\": 50}}' ({err}).") from err
     if not isinstance(value, dict):
-        raise SystemExit(f"error: {option} must be a JSON object.")
+        raise UsageError(f"{option} must be a JSON object.")
     return value
 
 
@@ -53,16 +57,14 @@ def _parse_guidance(text: str | None) -> float | dict | None:
     try:
         return float(text)
     except ValueError as err:
-        raise SystemExit(
-            f"error: --guidance must be a number or a JSON object, got {text!r}."
-        ) from err
+        raise UsageError(f"--guidance must be a number or a JSON object, got {text!r}.") from err
 
 
 def _read_h5ad(path: str):
     import anndata as ad
 
     if not Path(path).exists():
-        raise SystemExit(f"error: file {path} does not exist.")
+        raise FileNotFoundError(f"file {path} does not exist.")
     try:
         return ad.read_h5ad(path)
     except OSError as err:
@@ -92,14 +94,34 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print("Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
 
 
+def _parse_devices(text: str) -> int | str:
+    """Lightning's ``devices``: ``"auto"``, a count (``"2"``) or indices (``"0,1"``)."""
+    text = text.strip()
+    return int(text) if text.isdigit() else text
+
+
+def _device_kwargs(train: Any, args: argparse.Namespace, generator: str) -> dict[str, Any]:
+    """``accelerator``/``devices`` for ``model.train`` when it takes them."""
+    params = inspect.signature(train).parameters
+    takes = "accelerator" in params or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+    )
+    if takes:
+        return {"accelerator": args.accelerator, "devices": _parse_devices(args.devices)}
+    if args.accelerator != "auto" or args.devices != "auto":
+        raise UsageError(
+            f"the {generator} generator does not train with Lightning and takes no "
+            "--accelerator/--devices; leave them at 'auto'."
+        )
+    return {}
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     """Set up, train and save a generator on an .h5ad file."""
     from scvi_gen.model._registry import get_generator
 
     if Path(args.out).exists() and not args.overwrite:
-        raise SystemExit(
-            f"error: {args.out} already exists; pass --overwrite or choose another --out."
-        )
+        raise UsageError(f"{args.out} already exists; pass --overwrite or choose another --out.")
     adata = _read_h5ad(args.data)
     spec = get_generator(args.generator)
     model_cls = spec.model_class()
@@ -121,13 +143,80 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
     train_kwargs = {
         **spec.train_kwargs,
+        **_device_kwargs(model.train, args, args.generator),
         **(_parse_json(args.train_kwargs, "--train-kwargs") or {}),
     }
     if args.max_epochs is not None:
         train_kwargs["max_epochs"] = args.max_epochs
+    logger.info("Training %s on %d cells x %d genes.", args.generator, *adata.shape)
     model.train(**train_kwargs)
     model.save(args.out, overwrite=args.overwrite)
-    print(f"Saved {args.generator} model to {args.out}")
+    print(f"Saved {args.generator} model ({adata.n_obs} training cells) to {args.out}")
+
+
+def _generation_device(accelerator: str, devices: str) -> str:
+    """The one torch device ``generate`` runs on, from Lightning-style flags."""
+    accelerator = accelerator.strip().lower()
+    devices = devices.strip().lower()
+    if accelerator in ("cpu", "mps"):
+        return accelerator
+    if accelerator in ("gpu", "cuda"):
+        if devices == "auto":
+            return "cuda"
+        if devices.isdigit():
+            return f"cuda:{devices}"
+        raise UsageError(
+            f"generate runs on one device: --devices must be 'auto' or one GPU index, got "
+            f"{devices!r}."
+        )
+    if devices != "auto":
+        raise UsageError("--devices needs --accelerator gpu (e.g. --accelerator gpu --devices 1).")
+    return "auto"
+
+
+def cmd_split(args: argparse.Namespace) -> None:
+    """Write the stratified train/test (and validation) .h5ad files the other commands use."""
+    from scvi_gen._settings import settings
+    from scvi_gen.datasets import train_test_split
+
+    if not 0.0 <= args.validation_size < 1.0 - args.test_size:
+        raise UsageError(
+            f"--validation-size must be >= 0 and leave training cells next to --test-size "
+            f"{args.test_size}; got {args.validation_size}."
+        )
+    out_dir = Path(args.out_dir)
+    names = ["train", "test"] + (["validation"] if args.validation_size > 0 else [])
+    paths = {name: out_dir / f"{args.prefix}{name}.h5ad" for name in names}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not args.overwrite:
+        raise UsageError(f"{', '.join(existing)} already exist; pass --overwrite.")
+    adata = _read_h5ad(args.data)
+    parts = dict(
+        zip(
+            ("train", "test"),
+            train_test_split(adata, args.labels_key, test_size=args.test_size, seed=args.seed),
+            strict=True,
+        )
+    )
+    if args.validation_size > 0:
+        # Validation as a fraction of all cells, taken from the training part.
+        fraction = args.validation_size / (1.0 - args.test_size)
+        parts["train"], parts["validation"] = train_test_split(
+            parts["train"], args.labels_key, test_size=fraction, seed=args.seed
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, part in parts.items():
+        part.write_h5ad(paths[name])
+        counts = ""
+        if args.labels_key is not None and settings.verbosity >= 2:
+            counts = (
+                " ("
+                + ", ".join(
+                    f"{k} {v}" for k, v in part.obs[args.labels_key].value_counts().items()
+                )
+                + ")"
+            )
+        print(f"Wrote {part.n_obs} cells to {paths[name]}{counts}")
 
 
 def saved_model_class(model_dir: str | Path) -> type:
@@ -160,17 +249,22 @@ def saved_model_class(model_dir: str | Path) -> type:
 
 def cmd_generate(args: argparse.Namespace) -> None:
     """Load a saved generator and write generated cells to an .h5ad file."""
+    from scvi_gen._settings import settings
     from scvi_gen.model._registry import get_generator
 
     labels = _parse_labels(args.labels)
     covariates = _parse_json(args.covariates, "--covariates")
     guidance = _parse_guidance(args.guidance)
+    device = _generation_device(args.accelerator, args.devices)
     cls = (
         saved_model_class(args.model)
         if args.generator is None
         else get_generator(args.generator).model_class()
     )
-    model = cls.load(args.model)
+    load_params = inspect.signature(cls.load).parameters
+    model = cls.load(args.model, **({"device": device} if "device" in load_params else {}))
+    gen_params = inspect.signature(model.generate).parameters
+    extra = {"progress_bar": settings.progress_bars} if "progress_bar" in gen_params else {}
     synthetic = model.generate(
         args.n_cells,
         labels=labels,
@@ -178,6 +272,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         guidance=guidance,
         batch_size=args.batch_size,
         seed=args.seed,
+        **extra,
     )
     synthetic.write_h5ad(args.out)
     print(f"Wrote {synthetic.n_obs} cells x {synthetic.n_vars} genes to {args.out}")
@@ -210,10 +305,10 @@ def _parse_seeds(text: str) -> list[int]:
     try:
         values = [int(p) for p in text.split(",") if p.strip()]
     except ValueError as err:
-        raise SystemExit(f"error: --seeds takes a count or a comma list, got {text!r}.") from err
+        raise UsageError(f"--seeds takes a count or a comma list, got {text!r}.") from err
     if len(values) == 1 and "," not in text:
         if values[0] < 1:
-            raise SystemExit("error: --seeds needs at least one seed.")
+            raise UsageError("--seeds needs at least one seed.")
         return list(range(values[0]))
     return values
 
@@ -225,7 +320,7 @@ def _benchmark_config(args: argparse.Namespace):
     values = {}
     if args.config:
         if not Path(args.config).exists():
-            raise SystemExit(f"error: config file {args.config} does not exist.")
+            raise UsageError(f"config file {args.config} does not exist.")
         values = BenchmarkConfig.load(args.config).to_dict()
     given = {
         "dataset": args.dataset,
@@ -248,7 +343,7 @@ def _benchmark_config(args: argparse.Namespace):
     overrides = values.get("overrides", {})
     for name, sections in (_parse_json(args.settings, "--settings") or {}).items():
         if not isinstance(sections, dict):
-            raise SystemExit(f"error: --settings[{name!r}] must be a JSON object.")
+            raise UsageError(f"--settings[{name!r}] must be a JSON object.")
         merged = overrides.setdefault(name, {})
         for section, kwargs in sections.items():
             merged[section] = {**merged.get(section, {}), **kwargs}
@@ -260,7 +355,7 @@ def _benchmark_config(args: argparse.Namespace):
     try:
         return BenchmarkConfig(**values)
     except (KeyError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from err
+        raise UsageError(f"{err}") from err
 
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
@@ -285,121 +380,18 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``scvi-gen``."""
-    from scvi_gen.model._registry import GENERATORS
+    from scvi_gen._cli_parser import build_parser as build
 
-    names = sorted(GENERATORS)
-    parser = argparse.ArgumentParser(
-        prog="scvi-gen",
-        description="Train single-cell generators, generate synthetic cells and evaluate them.",
+    return build(
+        {
+            "demo": cmd_demo,
+            "split": cmd_split,
+            "train": cmd_train,
+            "generate": cmd_generate,
+            "evaluate": cmd_evaluate,
+            "benchmark": cmd_benchmark,
+        }
     )
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="log progress (INFO); show tracebacks of errors",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser(
-        "demo",
-        help="train, generate and evaluate on real PBMCs; writes .h5ad, tables and a plot",
-        description=(
-            "The main job: train a generator on real cells (PBMC3K where present, else scanpy's "
-            "pbmc68k_reduced), generate cells for every label, evaluate against a held-out split "
-            "and write synthetic.h5ad, metrics.csv/.md and embedding.png."
-        ),
-    )
-    demo.add_argument("--out", default="scvi_gen_demo", help="output directory")
-    demo.add_argument("--dataset", default="auto", choices=["auto", "pbmc3k", "pbmc68k_reduced"])
-    demo.add_argument("--generator", default="scvi", choices=names)
-    demo.add_argument("--n-top-genes", type=int, default=2000)
-    demo.add_argument("--max-epochs", type=int, default=None)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(func=cmd_demo)
-
-    train = sub.add_parser("train", help="train a generator on an .h5ad file and save it")
-    train.add_argument("--data", required=True, help="input .h5ad with raw counts")
-    train.add_argument("--generator", default="scvi", choices=names)
-    train.add_argument("--out", required=True, help="directory to save the model into")
-    train.add_argument("--layer", default=None, help="layer with counts (default: .X)")
-    train.add_argument("--labels-key", default=None, help="obs column with cell labels")
-    train.add_argument("--batch-key", default=None, help="obs column with batches")
-    train.add_argument("--categorical-covariate-keys", nargs="*", default=None)
-    train.add_argument("--max-epochs", type=int, default=None)
-    train.add_argument("--model-kwargs", default=None, help="JSON object of model arguments")
-    train.add_argument("--train-kwargs", default=None, help="JSON object of train() arguments")
-    train.add_argument("--overwrite", action="store_true")
-    train.set_defaults(func=cmd_train)
-
-    gen = sub.add_parser("generate", help="generate cells with a saved model")
-    gen.add_argument("--model", required=True, help="directory of a saved model")
-    gen.add_argument(
-        "--generator",
-        default=None,
-        choices=names,
-        help="the saved model's kind (default: read from the saved model)",
-    )
-    gen.add_argument("--out", required=True, help="output .h5ad")
-    gen.add_argument("--n-cells", type=int, default=None)
-    gen.add_argument("--labels", default=None, help="'B=500,NK=200' or one label name")
-    gen.add_argument("--covariates", default=None, help='JSON, e.g. \'{"batch": "b1"}\'')
-    gen.add_argument("--guidance", default=None, help="a weight or a JSON object of weights")
-    gen.add_argument("--batch-size", type=int, default=None)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.set_defaults(func=cmd_generate)
-
-    ev = sub.add_parser("evaluate", help="score synthetic cells against real held-out cells")
-    ev.add_argument("--train", required=True, help="real training .h5ad (counts)")
-    ev.add_argument("--test", required=True, help="real test .h5ad (counts)")
-    ev.add_argument("--synthetic", required=True, help="synthetic .h5ad")
-    ev.add_argument("--labels-key", default=None)
-    ev.add_argument("--layer", default=None)
-    ev.add_argument("--n-hvg", type=int, default=2000)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--out", default=None, help="CSV to write")
-    ev.set_defaults(func=cmd_evaluate)
-
-    bench = sub.add_parser(
-        "benchmark",
-        help="train/generate/evaluate generators over splits and seeds; writes a report",
-        description=(
-            "The benchmark protocol: stratified train/test splits (or k-fold with Q3 top-up "
-            "augmentation) per seed; each generator trains on the training cells only; "
-            "distribution metrics against held-out cells with the real-vs-real floor; "
-            "downstream classifiers with augmentation, an oversampling control and "
-            "train-on-synthetic. Writes config.json, one CSV per finished cell (a rerun "
-            "resumes), results.csv, summary.md and PNG plots."
-        ),
-    )
-    bench.add_argument("--config", default=None, help="config.json of a run to repeat/resume")
-    bench.add_argument("--dataset", default=None, help="pbmc3k (default), pancreas, ... or .h5ad")
-    bench.add_argument("--generators", default=None, help=f"comma list of {', '.join(names)}")
-    bench.add_argument("--split", default=None, choices=["train-test", "kfold"])
-    bench.add_argument("--seeds", default=None, help="a count N (seeds 0..N-1) or '0,5,7'")
-    bench.add_argument("--n-folds", type=int, default=None)
-    bench.add_argument("--labels-key", default=None)
-    bench.add_argument("--test-size", type=float, default=None)
-    bench.add_argument("--n-top-genes", type=int, default=None)
-    bench.add_argument("--n-pcs", type=int, default=None)
-    bench.add_argument(
-        "--classifiers",
-        default=None,
-        help="comma list (random_forest,logistic_regression) or none",
-    )
-    bench.add_argument(
-        "--settings",
-        default=None,
-        help='JSON per generator, e.g. \'{"ctgan": {"train": {"max_epochs": 50}}}\'',
-    )
-    bench.add_argument(
-        "--max-epochs", type=int, default=None, help="max_epochs of every generator"
-    )
-    bench.add_argument("--threads", type=int, default=None, help="torch threads")
-    bench.add_argument("--out", default=None, help="run directory")
-    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
-    bench.add_argument("--no-plots", action="store_true", help="report without PNG plots")
-    bench.set_defaults(func=cmd_benchmark)
-    return parser
 
 
 #: Errors that report bad input (data, arguments, files): one line, not a traceback.
@@ -411,13 +403,12 @@ _USER_ERRORS = (ValueError, KeyError, TypeError, OSError, pickle.UnpicklingError
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``scvi-gen`` command."""
+    from scvi_gen._settings import settings
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
     try:
-        args.func(args)
+        with settings.override(verbosity=1 + args.verbose - args.quiet):
+            args.func(args)
     except _USER_ERRORS as err:
         if args.verbose:
             raise
