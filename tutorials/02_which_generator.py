@@ -136,9 +136,7 @@ if QUICK:
     sc.pp.subsample(adata, n_obs=900, random_state=0)
 adata.obs["cell_type"] = adata.obs["cell_type"].astype("category")
 train, test = datasets.train_test_split(adata, labels_key="cell_type", test_size=0.25, seed=0)
-fit, validation = datasets.train_test_split(
-    train, labels_key="cell_type", test_size=0.2, seed=1
-)
+fit, validation = datasets.train_test_split(train, labels_key="cell_type", test_size=0.2, seed=1)
 print(f"fit {fit.n_obs}, validation {validation.n_obs}, test {test.n_obs} (kept aside)")
 
 # %% [markdown]
