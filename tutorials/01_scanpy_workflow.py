@@ -25,6 +25,7 @@
 # the user cache directory, see `scvi_gen.datasets`).
 
 # %%
+# ruff: noqa: B018 -- a cell ends with the value it displays; helpers are local
 from __future__ import annotations
 
 import os

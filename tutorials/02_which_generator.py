@@ -22,6 +22,7 @@
 # few genes and few epochs (the test suite does this); the numbers are then meaningless.
 
 # %%
+# ruff: noqa: B018, D103 -- a cell ends with the value it displays; helpers are local
 from __future__ import annotations
 
 import os

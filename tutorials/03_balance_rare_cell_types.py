@@ -23,6 +23,7 @@
 # suite does this); the numbers are then meaningless.
 
 # %%
+# ruff: noqa: B018 -- a cell ends with the value it displays; helpers are local
 from __future__ import annotations
 
 import os
