@@ -78,25 +78,60 @@ def check_obs_keys(adata: AnnData, keys: Sequence[str | None], *, argument: str)
 
 
 def check_categorical_complete(
-    adata: AnnData, keys: Sequence[str | None], *, new_data: bool = False
+    adata: AnnData, keys: Sequence[str | None], *, new_data: bool = False, owner: str = "adata"
 ) -> None:
     """Raise when a categorical condition column has missing values.
 
     For data a trained model has not seen (``new_data``), a new category is no fix: only
-    dropping the cells is suggested.
+    dropping the cells is suggested. ``owner`` names the object in errors (``"mdata"``).
     """
     for key in keys:
         if key is None:
             continue
         missing = int(adata.obs[key].isna().sum())
         if missing:
-            drop = f"Drop those cells (adata = adata[adata.obs[{key!r}].notna()].copy())"
+            column = f"{owner}.obs[{key!r}]"
+            drop = f"Drop those cells ({owner} = {owner}[{column}.notna()].copy())"
             fix = (
                 f"{drop}; the model knows only its training categories."
                 if new_data
                 else f"{drop} or fill them with an explicit category before setup."
             )
-            raise ValueError(f"adata.obs[{key!r}] has {missing} missing values. {fix}")
+            raise ValueError(f"{column} has {missing} missing values. {fix}")
+
+
+def check_not_view(adata: AnnData, what: str = "adata") -> None:
+    """Refuse a view: setup registers fields on the object itself, which a view cannot hold.
+
+    scvi-tools' own error ("Please run `adata = adata.copy()`") names neither the input nor
+    why.
+    """
+    if getattr(adata, "is_view", False):
+        raise ValueError(
+            f"{what} is a view of another AnnData (e.g. adata[cells]); setup writes its "
+            f"registry into the object it is given. Pass a copy: {what} = {what}.copy()."
+        )
+
+
+def check_mapping_arg(value: Any, name: str, example: str) -> None:
+    """Refuse an argument that must be a dict (or ``None``) but is something else.
+
+    Parameters
+    ----------
+    value
+        The argument.
+    name
+        Its name in the error.
+    example
+        A short example of a valid value.
+    """
+    from collections.abc import Mapping
+
+    if value is not None and not isinstance(value, Mapping):
+        raise TypeError(
+            f"`{name}` must be a dict such as {example} (or None), got "
+            f"{type(value).__name__} {value!r}."
+        )
 
 
 def check_continuous_finite(adata: AnnData, keys: Sequence[str] | None) -> None:
@@ -137,6 +172,9 @@ def validate_setup_input(
         the data where the model reads it, not at setup arguments.
     """
     check_not_empty(adata)
+    if not new_data:
+        # Data given to a trained model is copied by scvi-tools when it is a view.
+        check_not_view(adata)
     categorical = [labels_key, batch_key, *(categorical_covariate_keys or [])]
     check_obs_keys(adata, [labels_key], argument="labels_key")
     check_obs_keys(adata, [batch_key], argument="batch_key")

@@ -151,7 +151,7 @@ def validate_mudata_input(
             raise KeyError(
                 f"{key!r} is not a column of mdata.obs (columns: {list(mdata.obs.columns)}){hint}."
             )
-    check_categorical_complete(mdata, categorical, new_data=new_data)
+    check_categorical_complete(mdata, categorical, new_data=new_data, owner="mdata")
     check_continuous_finite(mdata, continuous_covariate_keys)
 
 
