@@ -286,10 +286,13 @@ def model_attrs(attrs: Mapping[str, Any], model: Any, path: Path) -> dict[str, A
 
     Allowed are public names ending in ``_`` that are either instance attributes of the
     fresh model (their value's kind must match the fresh one, any kind where the fresh
-    value is ``None``), the data state every generator fits (:data:`_DATA_STATE`), or
-    state a model fits from data under a name its class does not define (e.g. ``genes_``).
-    A name of a method, property or class attribute, a private name or ``module`` is
-    refused: a file must never replace the model's code or its network.
+    value is ``None``), the data state every generator fits (:data:`_DATA_STATE`), or the
+    state the class declares it fits from data under names a fresh model lacks
+    (:func:`declared_fitted_state`, e.g. the flows' ``genes_``), which must be present.
+    Any other name (a method, property or class attribute, a private name, ``module``, or
+    a name the model never has) is refused: a file must never replace the model's code or
+    its network, nor add state the model would not have written. The allowed set comes from
+    the freshly built model and its class, never from the file.
 
     Parameters
     ----------
@@ -305,10 +308,12 @@ def model_attrs(attrs: Mapping[str, Any], model: Any, path: Path) -> dict[str, A
     ``{name: value}`` to set.
     """
     fresh = vars(model)
+    declared = declared_fitted_state(type(model))
     out = {}
     for name, value in attrs.items():
         check_attr_name(name, type(model), fresh, path)
-        expected = _DATA_STATE.get(name)
+        check_attr_known(name, type(model), fresh, declared, path)
+        expected = _DATA_STATE.get(name, declared.get(name))
         if name in fresh and fresh[name] is not None:
             expected = value_kind(fresh[name])
         if name in _TRAINING_RECORD and value is not None:
@@ -322,8 +327,35 @@ def model_attrs(attrs: Mapping[str, Any], model: Any, path: Path) -> dict[str, A
                 f"{type(model).__name__}, got {_describe(value_kind(value))}; {_RESAVE}."
             )
         out[name] = value
+    missing = sorted(set(declared) - set(out))
+    if missing:
+        raise ValueError(
+            f"{path}: 'attrs.{missing[0]}' is missing, but a {type(model).__name__} fits it "
+            f"from the data and needs it to generate; {_RESAVE}."
+        )
     check_data_state(out, model, path)
     return out
+
+
+def declared_fitted_state(cls: type) -> dict[str, str]:
+    """``{name: kind}`` of the fitted state ``cls`` and its bases declare (``_fitted_state``)."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        out.update(vars(klass).get("_fitted_state", {}))
+    return out
+
+
+def check_attr_known(
+    name: str, cls: type, fresh: Mapping[str, Any], declared: Mapping[str, str], path: Path
+) -> None:
+    """Refuse a saved attribute that the model neither has when built nor declares."""
+    known = set(fresh) | set(_DATA_STATE) | set(_TRAINING_RECORD) | set(declared)
+    if name not in known:
+        saved = sorted(k for k in known if k.endswith("_") and not k.startswith("_"))
+        raise ValueError(
+            f"{path}: 'attrs.{name}' is not state a {cls.__name__} saves (it saves "
+            f"{saved}); the file was edited: {_RESAVE}."
+        )
 
 
 def check_attr_name(name: Any, cls: type, fresh: Mapping[str, Any], path: Path) -> None:

@@ -63,6 +63,9 @@ class MultimodalCFGen(CFGen):
     others. Library sizes come from a joint (per-label) log-normal model over modalities.
     """
 
+    # Fitted from the data (the joint library-size model): load accepts this saved name.
+    _fitted_state = {"library_joint_model_": "mapping"}
+
     # ------------------------------------------------------------------ setup
     @classmethod
     def setup_mudata(

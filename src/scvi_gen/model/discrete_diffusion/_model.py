@@ -127,6 +127,8 @@ class DiscreteDiffusion(
     _training_plan_cls = GeneratorTrainingPlan
     _requires_counts = True
     _output_kind = "counts"
+    # Fitted from the data (modelled genes, token entropy): load accepts these saved names.
+    _fitted_state = {"gene_names_": "sequence", "marginal_entropy_": "number"}
 
     def __init__(
         self,
