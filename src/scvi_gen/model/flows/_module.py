@@ -16,6 +16,7 @@ from zuko.lazy import Flow, LazyTransform, UnconditionalDistribution
 from scvi_gen.model.flows._conditioning import CategoricalSlot, ConditionEncoder
 from scvi_gen.model.flows._layers import ActNorm
 from scvi_gen.model.flows._representation import LogNormRepresentation
+from scvi_gen.model.flows._sampling import sample_flow
 
 logger = logging.getLogger(__name__)
 
@@ -180,5 +181,8 @@ class ConditionalFlowModule(BaseModuleClass):
         negative).
         """
         c = self.context(conditions, library)
-        z = self.flow().sample((len(library),)) if c is None else self.flow(c).sample()
+        if c is None:
+            z = sample_flow(self.flow, (len(library),))
+        else:
+            z = sample_flow(lambda: self.flow(c))
         return self.representation.decode(z, library)
