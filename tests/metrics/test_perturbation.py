@@ -18,6 +18,7 @@ from scvi_gen.metrics import (
     relative_energy_distance,
     top_degs,
 )
+from scvi_gen.preprocessing import log1p_cp10k
 
 
 def _counts(mean: np.ndarray, n: int, seed: int) -> ad.AnnData:
@@ -103,6 +104,19 @@ def test_perturbation_scores_perfect_and_no_change(ctrl_stim) -> None:
     none = perturbation_scores(ctrl, stim, ctrl, space=space, n_top_degs=10)
     assert none["e_distance_relative"] == pytest.approx(1.0)
     assert none["r2_all"] < 0.9
+
+
+def test_perturbation_scores_of_lognorm_predictions_equal_those_of_counts(ctrl_stim) -> None:
+    """A prediction given as log1p(CP10k) values (a linear baseline) scores like its counts."""
+    ctrl, stim = ctrl_stim
+    space = CommonSpace(n_hvg=40, n_pcs=5).fit(ad.concat([ctrl, stim]))
+    lognorm = stim.copy()
+    lognorm.X = sp.csr_matrix(log1p_cp10k(stim.X))
+    as_counts = perturbation_scores(stim, stim, ctrl, space=space, n_top_degs=10)
+    as_lognorm = perturbation_scores(
+        lognorm, stim, ctrl, space=space, n_top_degs=10, predicted_kind="lognorm"
+    )
+    assert as_lognorm == pytest.approx(as_counts, abs=1e-5)
 
 
 def test_perturbation_scores_refuse_mismatched_genes(ctrl_stim) -> None:

@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 N_TOP_DEGS = 100
 
 
-def mean_log_expression(adata: ad.AnnData, layer: str | None = None) -> pd.Series:
+def mean_log_expression(
+    adata: ad.AnnData, layer: str | None = None, kind: str = "counts"
+) -> pd.Series:
     """Per-gene mean of log1p(CP10k) counts, computed in row blocks (never densified).
 
     Parameters
@@ -46,6 +48,8 @@ def mean_log_expression(adata: ad.AnnData, layer: str | None = None) -> pd.Serie
         Cells x genes raw counts (library sizes are the row totals over all its genes).
     layer
         Layer holding the counts; ``None`` means ``.X``.
+    kind
+        ``"counts"`` (normalised here) or ``"lognorm"`` (already log1p(CP10k) values).
 
     Returns
     -------
@@ -61,7 +65,8 @@ def mean_log_expression(adata: ad.AnnData, layer: str | None = None) -> pd.Serie
         raise ValueError("`adata` has no cells; per-gene means need at least one.")
     total = np.zeros(adata.n_vars, dtype=np.float64)
     for block in iter_row_chunks(get_matrix(adata, layer)):
-        total += np.asarray(log1p_cp10k(block).sum(axis=0), dtype=np.float64).ravel()
+        values = _lognorm(block, kind)
+        total += np.asarray(values.sum(axis=0), dtype=np.float64).ravel()
     return pd.Series(total / adata.n_obs, index=adata.var_names.astype(str))
 
 
@@ -116,6 +121,7 @@ def top_degs(
     n_top: int = N_TOP_DEGS,
     *,
     method: str = "wilcoxon",
+    kinds: tuple[str, str] = ("counts", "counts"),
 ) -> list[str]:
     """Top differentially expressed genes of ``group`` vs ``reference`` (scanpy).
 
@@ -130,6 +136,8 @@ def top_degs(
         Genes returned.
     method
         ``rank_genes_groups`` method (``"wilcoxon"``, ``"t-test"`` ...).
+    kinds
+        ``"counts"`` or ``"lognorm"`` for ``group`` and ``reference``.
 
     Returns
     -------
@@ -147,7 +155,7 @@ def top_degs(
         raise ValueError("`group` and `reference` must have the same genes in the same order.")
     if group.n_obs < 2 or reference.n_obs < 2:
         raise ValueError("DEGs need at least 2 cells in `group` and in `reference`.")
-    X = [log1p_cp10k(get_matrix(a)) for a in (group, reference)]
+    X = [_lognorm(get_matrix(a), k) for a, k in zip((group, reference), kinds, strict=True)]
     matrix = sp.vstack([sp.csr_matrix(x) for x in X], format="csr")
     obs = pd.DataFrame(
         {"side": pd.Categorical(["group"] * group.n_obs + ["reference"] * reference.n_obs)},
@@ -253,6 +261,7 @@ def perturbation_scores(
     space: CommonSpace | None = None,
     n_top_degs: int = N_TOP_DEGS,
     method: str = "wilcoxon",
+    predicted_kind: str = "counts",
     seed: int = 0,
 ) -> dict[str, float]:
     """All perturbation scores of predicted against real perturbed cells.
@@ -273,6 +282,8 @@ def perturbation_scores(
         DEGs of real vs control for ``r2_top_degs`` and the Jaccard.
     method
         ``rank_genes_groups`` method.
+    predicted_kind
+        ``"counts"`` or ``"lognorm"`` (log1p(CP10k) values, e.g. a linear baseline).
     seed
         Seed of the E-distance subsample (and of a fitted space).
 
@@ -294,10 +305,13 @@ def perturbation_scores(
     if space is None:
         space = CommonSpace(seed=seed).fit(ad.concat([control, real]))
     real_degs = top_degs(real, control, n_top_degs, method=method)
-    pred_degs = top_degs(predicted, control, n_top_degs, method=method)
-    pred_means = mean_log_expression(predicted)
+    pred_degs = top_degs(
+        predicted, control, n_top_degs, method=method, kinds=(predicted_kind, "counts")
+    )
+    pred_means = mean_log_expression(predicted, kind=predicted_kind)
     real_means = mean_log_expression(real)
-    pcs = [space.transform(a, kind="counts").pcs for a in (predicted, real, control)]
+    pcs = [space.transform(predicted, kind=predicted_kind).pcs]
+    pcs += [space.transform(a, kind="counts").pcs for a in (real, control)]
     return {
         "r2_all": mean_expression_r2(pred_means, real_means),
         "r2_top_degs": mean_expression_r2(pred_means, real_means, genes=real_degs),
@@ -305,6 +319,14 @@ def perturbation_scores(
         "e_distance_relative": relative_energy_distance(*pcs, seed=seed),
         "deg_jaccard": jaccard(pred_degs, real_degs),
     }
+
+
+def _lognorm(matrix: object, kind: str) -> object:
+    if kind == "counts":
+        return log1p_cp10k(matrix)
+    if kind == "lognorm":
+        return sp.csr_matrix(matrix) if sp.issparse(matrix) else np.asarray(matrix)
+    raise ValueError(f"`kind` must be 'counts' or 'lognorm', got {kind!r}.")
 
 
 def _means(values: ad.AnnData | pd.Series, name: str) -> pd.Series:
