@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -64,3 +65,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+class _RecordList(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def lightning_messages():
+    """Messages Lightning logs during the test (a list, filled as they come).
+
+    Read from handlers on Lightning's own loggers, not caplog: when lightning is first
+    imported while the root logger has no handler, it sets ``propagate=False`` on
+    ``lightning.pytorch``, so whether root (caplog) sees its records depends on import order.
+    """
+    handler = _RecordList()
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    yield handler.messages
+    for lg in loggers:
+        lg.removeHandler(handler)
