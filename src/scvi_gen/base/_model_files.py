@@ -484,10 +484,10 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 def load_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
     """Check ``state`` against ``module``, then load it into ``module``.
 
-    A standard module is compared before loading: exactly its state-dict keys, with its
-    shapes. A module that overrides ``load_state_dict`` to size its buffers and sub-modules
-    from the file (the SDV baselines) can only be checked for the keys it always has before
-    loading; after its strict load it must hold exactly the file's keys and shapes.
+    The file must hold exactly the module's state-dict keys, with its shapes. A module
+    whose sizes come from the data it was fitted on (the SDV baselines) has a
+    ``resize_to(state)`` method: it checks that the saved shapes agree with each other and
+    resizes the module to them first, then the same exact check applies.
 
     Parameters
     ----------
@@ -498,8 +498,13 @@ def load_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], pat
     path
         The weights file (for messages).
     """
-    sized_from_file = type(module).load_state_dict is not torch.nn.Module.load_state_dict
-    check_weights(state, module.state_dict(), path, exact=not sized_from_file)
+    resize = getattr(module, "resize_to", None)
+    if callable(resize):
+        try:
+            resize(state)
+        except (ValueError, KeyError, TypeError, RuntimeError) as err:
+            raise ValueError(f"{path}: {err}; {_RESAVE}.") from err
+    check_weights(state, module.state_dict(), path)
     try:
         module.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as err:
@@ -507,15 +512,12 @@ def load_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], pat
         raise ValueError(
             f"{path}: the weights do not fit the model ({message}); {_RESAVE}."
         ) from err
-    if sized_from_file:
-        check_weights(state, module.state_dict(), path)
 
 
 def check_weights(
     state: Mapping[str, torch.Tensor],
     expected: Mapping[str, torch.Tensor],
     path: Path,
-    exact: bool = True,
 ) -> None:
     """Refuse weights whose keys or shapes differ from the module's.
 
@@ -527,9 +529,6 @@ def check_weights(
         ``module.state_dict()`` of the model built from the metadata.
     path
         The weights file (for messages).
-    exact
-        Also refuse keys the module lacks and other shapes; ``False`` checks only that the
-        module's keys are present (for modules sized from the file).
     """
     missing = [k for k in expected if k not in state]
     if missing:
@@ -537,8 +536,6 @@ def check_weights(
             f"{path}: weight {missing[0]!r} is missing ({len(missing)} missing in all); the "
             f"file does not belong to this model's metadata: {_RESAVE}."
         )
-    if not exact:
-        return
     unexpected = [k for k in state if k not in expected]
     if unexpected:
         raise ValueError(

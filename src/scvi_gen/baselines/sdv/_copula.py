@@ -12,7 +12,7 @@ import torch
 from anndata import AnnData
 
 from scvi_gen.baselines.sdv._base import SDVGeneratorBase
-from scvi_gen.baselines.sdv._module import SDVModule
+from scvi_gen.baselines.sdv._module import SDVModule, shape_of
 from scvi_gen.baselines.sdv._sdv import fit_synthesizer, import_sdv
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,12 @@ class CopulaModule(SDVModule):
         super().set_representation(gene_index, components, mean)
         k = self.n_components
         self.correlation = torch.eye(k).repeat(self.n_labels, 1, 1)
+
+    def buffer_shapes(self, state_dict: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        """Also one correlation matrix of the components per label."""
+        shapes = super().buffer_shapes(state_dict)
+        k = shape_of(state_dict, "components")[0]
+        return {**shapes, "correlation": (self.n_labels, k, k)}
 
     def normal_scores(self, label: int, n: int) -> torch.Tensor:
         """``(n, n_components)`` draws of N(0, correlation) in float64.

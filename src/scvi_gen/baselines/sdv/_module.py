@@ -3,8 +3,9 @@
 Everything a fitted SDV baseline needs to generate lives in buffers and sub-modules of these
 modules (or in JSON attributes of the model), so a saved model is a weights-only state dict:
 loading never unpickles a synthesizer. Buffer shapes depend on the data (number of genes,
-principal components, labels, mixture components), so :meth:`SDVModule.load_state_dict` first
-resizes the buffers and rebuilds the per-label networks from the shapes in the state dict.
+principal components, labels, mixture components), so :meth:`SDVModule.resize_to` first
+checks that the saved shapes agree with each other, then resizes the buffers and rebuilds
+the per-label networks to them.
 """
 
 from __future__ import annotations
@@ -115,14 +116,61 @@ class SDVModule(nn.Module):
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
     ) -> Any:
         """Resize buffers and rebuild per-label networks to the saved shapes, then load."""
-        for name, _ in list(self.named_buffers(recurse=False)):
-            if name in state_dict:
-                setattr(self, name, torch.empty_like(state_dict[name], device=self.device))
-        self._rebuild(state_dict)
+        self.resize_to(state_dict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def resize_to(self, state_dict: Mapping[str, Any]) -> None:
+        """Give buffers and per-label networks the sizes of a saved state, after checking them.
+
+        The buffers' shapes must agree with each other (genes and components from
+        ``components``, labels from this module): a file whose shapes were edited is refused
+        here, since resizing to it would otherwise accept any shape.
+
+        Raises
+        ------
+        ValueError
+            Naming the first buffer whose shape disagrees (or that is missing).
+        """
+        for name, shape in self.buffer_shapes(state_dict).items():
+            if name not in state_dict:
+                raise ValueError(f"weight {name!r} is missing")
+            found = tuple(state_dict[name].shape)
+            if found != shape:
+                raise ValueError(
+                    f"weight {name!r} has shape {found}, but the saved PCA "
+                    f"({'x'.join(map(str, shape_of(state_dict, 'components')))}) and "
+                    f"{self.n_labels} labels need {shape}"
+                )
+        for name, _ in list(self.named_buffers(recurse=False)):
+            setattr(self, name, torch.empty_like(state_dict[name], device=self.device))
+        self._rebuild(state_dict)
+
+    def buffer_shapes(self, state_dict: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        """The shape every buffer must have, given the saved ``components`` (subclasses add)."""
+        components = shape_of(state_dict, "components")
+        if len(components) != 2:
+            raise ValueError(
+                f"weight 'components' has shape {components}; it must be 2-D (components x genes)"
+            )
+        k, g = components
+        n = self.n_labels
+        return {
+            "gene_index": (g,),
+            "mean": (g,),
+            "pc_min": (n, k),
+            "pc_max": (n, k),
+            "fitted": (n,),
+        }
 
     def _rebuild(self, state_dict: Mapping[str, Any]) -> None:
         """Create sub-modules whose sizes are only known from a saved state (subclasses)."""
+
+
+def shape_of(state_dict: Mapping[str, Any], name: str) -> tuple[int, ...]:
+    """Shape of ``state_dict[name]``; a clear error when the file lacks it."""
+    if name not in state_dict:
+        raise ValueError(f"weight {name!r} is missing")
+    return tuple(state_dict[name].shape)
 
 
 class ModeNormalizedModule(SDVModule):
@@ -196,6 +244,17 @@ class ModeNormalizedModule(SDVModule):
         mean = torch.gather(self.mode_mean[label].expand(len(modes), -1, -1), 2, modes[..., None])
         std = torch.gather(self.mode_std[label].expand(len(modes), -1, -1), 2, modes[..., None])
         return self.clip(label, alpha * STD_MULTIPLIER * std[..., 0] + mean[..., 0])
+
+    def buffer_shapes(self, state_dict: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        """Also the per-label, per-component mixture tables."""
+        shapes = super().buffer_shapes(state_dict)
+        table = (self.n_labels, shape_of(state_dict, "components")[0])
+        return {
+            **shapes,
+            "n_modes": table,
+            "mode_mean": (*table, MAX_MODES),
+            "mode_std": (*table, MAX_MODES),
+        }
 
     def _rebuild(self, state_dict: Mapping[str, Any]) -> None:
         n_components = state_dict["components"].shape[0]
