@@ -63,7 +63,7 @@ from scvi_gen.base._model_files import (
 )
 from scvi_gen.base._serialization import dumps, to_jsonable
 from scvi_gen.base._setup import generator_fields
-from scvi_gen.base._validation import check_mapping_arg, validate_setup_input
+from scvi_gen.base._validation import check_mapping_arg, require_anndata, validate_setup_input
 from scvi_gen.train._runner import GeneratorTrainRunner
 
 logger = logging.getLogger(__name__)
@@ -371,10 +371,7 @@ class GenerativeMixin:
 
     def _check_new_data(self, adata: AnnData) -> None:
         """Training genes in the training order, condition columns and values as at setup."""
-        if not isinstance(adata, AnnData):
-            raise TypeError(
-                f"Expected an AnnData set up like the training data, got {type(adata).__name__}."
-            )
+        require_anndata(adata)
         _check_var_names(adata, self._training_var_names().to_numpy(), "the model's genes")
         args = self.registry_["setup_args"]
         validate_setup_input(
@@ -591,11 +588,15 @@ class GenerativeMixin:
         training = self.training_conditions_
         weights = None
         if label is not None:
-            freq = training[label.obs_key].value_counts()
-            weights = np.asarray([freq.get(c, 0) for c in label.categories], dtype=float)
-            weights = weights / weights.sum()
+            weights = self._default_label_weights(training[label.obs_key], label.categories)
         per_cell = counts_per_label(n_cells, labels, label, weights, rng)
         return build_condition_plan(fields, training, per_cell, covariates, rng)
+
+    def _default_label_weights(self, labels: pd.Series, categories: Sequence[Any]) -> np.ndarray:
+        """Label mix of ``generate`` without ``labels``: the training frequencies."""
+        freq = labels.value_counts()
+        weights = np.asarray([freq.get(c, 0) for c in categories], dtype=float)
+        return weights / weights.sum()
 
     def _plan_library_sizes(
         self,

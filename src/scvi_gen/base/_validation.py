@@ -19,6 +19,16 @@ def _values(block: np.ndarray | sp.spmatrix) -> np.ndarray:
     return block.data if sp.issparse(block) else np.asarray(block)
 
 
+def require_anndata(adata: Any, what: str = "adata") -> None:
+    """Refuse anything but an AnnData (e.g. a bare matrix), saying what to pass."""
+    if not isinstance(adata, AnnData):
+        raise TypeError(
+            f"`{what}` must be an AnnData set up like the training data, got "
+            f"{type(adata).__name__}; wrap a matrix as anndata.AnnData(X, obs=..., var=...) "
+            "with the training genes as var_names."
+        )
+
+
 def check_not_empty(adata: AnnData, what: str = "The AnnData") -> None:
     """Raise when ``adata`` has no cells or no genes; ``what`` names it in the error."""
     if adata.n_obs == 0 or adata.n_vars == 0:

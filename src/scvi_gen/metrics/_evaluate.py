@@ -601,6 +601,7 @@ def evaluate(
     _check_enough_cells(synthetic, "synthetic", "to be compared with the test set")
     needs_train_cells = "knn_label_accuracy" in selected
     if common_space is None:
+        _check_enough_cells(train, "train", "to fit the common space (HVGs and PCA)")
         common_space = CommonSpace(n_hvg, n_pcs, layer=layer, seed=seed)
         train_data = common_space.fit_transform(train)
     elif not common_space.is_fitted:
@@ -614,10 +615,11 @@ def evaluate(
     kind = resolve_data_kind(synthetic, synthetic_kind, synthetic_layer)
     _check_synthetic_values(synthetic, synthetic_layer, kind)
     test_cells = _Cells.from_transformed(
-        common_space.transform(test, "counts", layer), _labels_of(test, labels_key, "test")
+        _transform(common_space, test, "test", "counts", layer),
+        _labels_of(test, labels_key, "test"),
     )
     synthetic_cells = _Cells.from_transformed(
-        common_space.transform(synthetic, kind, synthetic_layer),
+        _transform(common_space, synthetic, "synthetic", kind, synthetic_layer),
         _labels_of(synthetic, labels_key, "synthetic"),
     )
     train_cells = (
@@ -674,6 +676,21 @@ def evaluate(
 #: Fewest cells of the test set (split into two halves of >= 2 cells) and of the synthetic
 #: set (scored against one half: a single cell would give global scores of one point).
 MIN_EVALUATION_CELLS = 4
+
+
+def _transform(
+    space: CommonSpace, adata: ad.AnnData, name: str, kind: str, layer: str | None
+) -> Any:
+    """``space.transform``, with a gene mismatch said to be ``name``'s."""
+    try:
+        return space.transform(adata, kind, layer)
+    except ValueError as err:
+        if "missing from var_names" not in str(err):
+            raise
+        raise ValueError(
+            f"`{name}` lacks genes of the common space fitted on `train`: {err} Pass cells "
+            f"over the training genes, e.g. `{name}[:, train.var_names]`."
+        ) from err
 
 
 def _check_enough_cells(adata: Any, name: str, why: str) -> None:

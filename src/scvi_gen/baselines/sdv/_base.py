@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -124,6 +125,13 @@ class SDVGeneratorBase(GenerativeMixin, BaseModelClass):
         names = self._label_names()
         present = [c for c in range(self.module.n_labels) if np.any(labels == c)]
         too_small = [names[c] for c in present if np.sum(labels == c) < MIN_CELLS_PER_LABEL]
+        if len(too_small) == len(present):
+            raise ValueError(
+                f"Cannot train {type(self).__name__} on {len(labels)} cells: no label has "
+                f"{MIN_CELLS_PER_LABEL} cells, and each label's SDV synthesizer needs at least "
+                f"{MIN_CELLS_PER_LABEL} cells. Pass more cells per label, or set up without "
+                "`labels_key`."
+            )
         if too_small:
             warnings.warn(
                 f"Labels {too_small} have fewer than {MIN_CELLS_PER_LABEL} training cells; no "
@@ -163,6 +171,15 @@ class SDVGeneratorBase(GenerativeMixin, BaseModelClass):
         return ["all cells"] if field is None else list(field.categories)
 
     # -------------------------------------------------------------- generation
+    def _default_label_weights(self, labels: pd.Series, categories: Sequence[Any]) -> np.ndarray:
+        """Training frequencies over the labels with a synthesizer (the others cannot be made)."""
+        fitted = self.module.fitted.cpu().numpy()
+        freq = labels.value_counts()
+        weights = np.asarray(
+            [freq.get(c, 0) if fitted[i] else 0 for i, c in enumerate(categories)], dtype=float
+        )
+        return weights / weights.sum()
+
     def _generated_var_names(self) -> pd.Index:
         return super()._generated_var_names()[self.module.gene_index.cpu().numpy()]
 
@@ -178,7 +195,9 @@ class SDVGeneratorBase(GenerativeMixin, BaseModelClass):
             if not bool(self.module.fitted[label]):
                 raise ValueError(
                     f"No synthesizer was fitted for label {self._label_names()[label]!r} "
-                    f"(fewer than {MIN_CELLS_PER_LABEL} training cells)."
+                    f"(fewer than {MIN_CELLS_PER_LABEL} training cells), so it cannot be "
+                    "generated: leave it out of `labels`, or train on at least "
+                    f"{MIN_CELLS_PER_LABEL} cells of it."
                 )
             rows = torch.nonzero(labels == label).view(-1)
             pcs[rows] = self._sample_label(label, len(rows)).to(pcs)

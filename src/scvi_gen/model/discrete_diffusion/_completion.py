@@ -16,6 +16,7 @@ from scvi import REGISTRY_KEYS
 from scvi_gen._constants import LOGNORM_LAYER
 from scvi_gen._matrix import get_matrix
 from scvi_gen.base._generative_mixin import _seeded_torch
+from scvi_gen.base._validation import require_anndata
 from scvi_gen.model.discrete_diffusion._module import (
     DiscreteDiffusionModule,
     conditions_from_tensors,
@@ -288,6 +289,7 @@ class CompletionMixin:
         """
         if adata is None:
             return self._validate_anndata(None)
+        require_anndata(adata)
         layer = self.registry_["setup_args"].get("layer")
         matrix = get_matrix(adata, layer)
         # views of a subset hold their own (subset-sized) values; plain types for the loader

@@ -245,7 +245,10 @@ def moe_transforms(
     if n_blocks < 1:
         raise ValueError(f"`n_blocks` must be at least 1, got {n_blocks}.")
     if features < 2:
-        raise ValueError("A coupling flow needs at least 2 genes.")
+        raise ValueError(
+            f"MOEFlow's coupling layers split the genes in two halves, so it needs at least 2 "
+            f"genes, got {features}. Train on 2 or more genes, or use MAFFlow for one gene."
+        )
     orders = gene_orders(features, n_blocks, randperm, seed)
     layers: list[LazyTransform] = []
     if marginal_bins:

@@ -20,7 +20,7 @@ from scvi_gen.base._latent_model import LatentGenerator
 from scvi_gen.base._latent_module import Dispersion, Stage
 from scvi_gen.base._ode import ODEMethod
 from scvi_gen.base._sampling import sample_nb_csr
-from scvi_gen.base._validation import check_new_values, check_not_empty
+from scvi_gen.base._validation import check_new_values, check_not_empty, require_anndata
 from scvi_gen.model.cfgen._model import TRAIN_DEFAULTS as _CFGEN_TRAIN_DEFAULTS
 from scvi_gen.model.latent_diffusion._module import LatentDiffusionModule
 
@@ -358,6 +358,8 @@ class LatentDiffusion(LatentGenerator):
         >>> adata.obsm["X_ldm"] = model.get_latent_representation()
         """
         training = self._training_var_names()
+        if adata is not None:
+            require_anndata(adata)
         if adata is None or pd.Index(adata.var_names.astype(str)).equals(training):
             return super().get_latent_representation(adata, indices, batch_size, standardized)
         matrix = self._checked_gene_subset(adata)
