@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         targets.append(ONCE)
     header = f"| {'generator':<20} | " + " | ".join(OUTCOMES) + " | total |"
     print(header)
-    print("|" + "|".join("-" * (len(c) + 2) for c in header.split("|")[1:-1]) + "|")
+    print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
     totals: Counter = Counter()
     unexpected = []
     for target in targets:
