@@ -16,6 +16,7 @@ generators, latent arithmetic for SCVIGenerator) and three small hooks:
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -124,6 +125,7 @@ class WhatIfMixin:
                 **transfer_kwargs,
             )
         else:
+            _check_generate_kwargs(self.generate, transfer_kwargs)
             out = self._sample_for_cells(adata, indices, field, to, seed, transfer_kwargs)
         out.obs["source_cell"] = adata.obs_names[indices].to_numpy()
         out.obs_names = pd.Index([f"pred_{i}" for i in range(out.n_obs)])
@@ -451,3 +453,17 @@ def select_rows(conditions: Any, rows: Sequence[int] | np.ndarray) -> Any:
     if isinstance(conditions, Mapping):
         return {k: select_rows(v, index) for k, v in conditions.items()}
     return conditions[torch.as_tensor(index, device=conditions.device)]
+
+
+def _check_generate_kwargs(generate: Any, kwargs: Mapping[str, Any]) -> None:
+    """Refuse ``transfer``-only keywords in ``mode="sample"`` before ``generate`` sees them."""
+    params = inspect.signature(generate).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        names = ", ".join(f"`{k}`" for k in unknown)
+        raise ValueError(
+            f"{names} only apply with mode='transfer'; mode='sample' passes extra keywords to "
+            "generate(), which does not take them. Drop them or use mode='transfer'."
+        )
