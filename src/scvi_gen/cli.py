@@ -360,6 +360,7 @@ def _benchmark_config(args: argparse.Namespace):
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
     """Run the benchmark protocol and print where the report is."""
+    from scvi_gen._settings import training_output
     from scvi_gen.benchmark import run_benchmark
 
     config = _benchmark_config(args)
@@ -369,10 +370,12 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
         out = Path(args.config).parent
     else:
         out = Path("benchmark_results") / f"{Path(config.dataset).stem}_{config.split}"
-    if not args.verbose:
-        for name in ("scvi", "lightning", "lightning.pytorch", "lightning.fabric"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-    run = run_benchmark(config, out, progress_bar=not args.no_progress, plots=not args.no_plots)
+    # Scoped, not a global setLevel: main() runs in-process from Python and tests too, and
+    # a permanent level would silence Lightning for the rest of the session.
+    with training_output():
+        run = run_benchmark(
+            config, out, progress_bar=not args.no_progress, plots=not args.no_plots
+        )
     if run.report is not None:
         print(run.report.read_text())
     print(f"Run directory: {out} ({run.seconds:.0f} s); results in {out / 'results.csv'}")

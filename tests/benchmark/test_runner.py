@@ -116,3 +116,17 @@ def test_cli_repeats_a_run_from_its_saved_config(finished, capsys):
     out = capsys.readouterr().out
     assert "Distribution metrics" in out
     assert str(run.out_dir) in out
+
+
+def test_cli_benchmark_leaves_lightning_logger_levels_as_they_were(finished):
+    import logging
+
+    from scvi_gen.cli import main
+
+    _, run = finished
+    names = ("scvi", "lightning", "lightning.pytorch", "lightning.fabric")
+    before = {name: logging.getLogger(name).level for name in names}
+    main(
+        ["benchmark", "--config", str(run.out_dir / "config.json"), "--no-progress", "--no-plots"]
+    )
+    assert {name: logging.getLogger(name).level for name in names} == before

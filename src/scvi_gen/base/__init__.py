@@ -19,6 +19,7 @@ from ._data_state import (
     manager_source,
 )
 from ._generative_mixin import GenerativeMixin, resolve_seed
+from ._interpolation_embedding import embed_interpolation
 from ._latent_model import LatentGenerator
 from ._latent_module import LatentGeneratorModule
 from ._latent_ops import LatentOperationsMixin
@@ -50,6 +51,7 @@ __all__ = [
     "condition_fields",
     "counts_per_label",
     "dumps",
+    "embed_interpolation",
     "generator_fields",
     "get_matrix",
     "is_complete",
