@@ -91,3 +91,18 @@ def lightning_messages():
     yield handler.messages
     for lg in loggers:
         lg.removeHandler(handler)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _scvi_logs_in_a_temporary_directory(tmp_path_factory):
+    """scvi-tools' checkpoints (``scvi_log/``) go under pytest's temporary directory.
+
+    Its ``SaveCheckpoint`` defaults to ``scvi.settings.logging_dir`` (``./scvi_log``), which
+    would otherwise fill the checkout.
+    """
+    import scvi
+
+    before = scvi.settings.logging_dir
+    scvi.settings.logging_dir = tmp_path_factory.mktemp("scvi_log")
+    yield
+    scvi.settings.logging_dir = before
