@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -168,3 +168,49 @@ def iter_row_chunks(matrix: Any, chunk_size: int | None = None) -> Iterator[Any]
     for start in range(0, n_rows, chunk_size):
         block = matrix[start : min(start + chunk_size, n_rows)]
         yield sp.csr_matrix(block) if sp.issparse(block) else np.asarray(block)
+
+
+def stack_csr_rows(blocks: Sequence[sp.csr_matrix], n_cols: int) -> sp.csr_matrix:
+    """Stack CSR blocks with the same columns on top of each other.
+
+    Why not ``scipy.sparse.vstack``: for CSR blocks it still goes through the general block
+    assembly, which measured 10-25 ns per stored entry (about 0.3 s per 10,000 generated
+    cells x 14,000 genes); concatenating the three arrays is a memory copy.
+
+    Parameters
+    ----------
+    blocks
+        CSR matrices with ``n_cols`` columns (any index dtype).
+    n_cols
+        Number of columns (needed when ``blocks`` is empty).
+
+    Returns
+    -------
+    One CSR matrix; float32 data, int32 indices where they fit.
+
+    Examples
+    --------
+    >>> a = sp.csr_matrix(np.eye(2, dtype=np.float32))
+    >>> stack_csr_rows([a, a], 2).toarray().tolist()
+    [[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]
+    """
+    blocks = [b if sp.issparse(b) and b.format == "csr" else sp.csr_matrix(b) for b in blocks]
+    if any(b.shape[1] != n_cols for b in blocks):
+        raise ValueError(f"Every block must have {n_cols} columns.")
+    # A block's indptr need not start at 0 (e.g. a row slice sharing its parent's arrays).
+    sizes = [int(b.indptr[-1] - b.indptr[0]) for b in blocks]
+    n_rows, nnz = sum(b.shape[0] for b in blocks), sum(sizes)
+    index_dtype = np.int32 if max(nnz, n_cols) < np.iinfo(np.int32).max else np.int64
+    data = np.empty(nnz, dtype=np.float32)
+    indices = np.empty(nnz, dtype=index_dtype)
+    indptr = np.empty(n_rows + 1, dtype=index_dtype)
+    indptr[0] = 0
+    row, pos = 0, 0
+    for b, size in zip(blocks, sizes, strict=True):
+        start = b.indptr[0]
+        data[pos : pos + size] = b.data[start : start + size]
+        indices[pos : pos + size] = b.indices[start : start + size]
+        indptr[row + 1 : row + b.shape[0] + 1] = b.indptr[1:] - start + pos
+        row += b.shape[0]
+        pos += size
+    return sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_cols))

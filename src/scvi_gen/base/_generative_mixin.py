@@ -27,6 +27,7 @@ from scvi_gen._constants import (
     META_FILE,
     UNS_KEY,
 )
+from scvi_gen._matrix import stack_csr_rows
 from scvi_gen._memory import release_freed_memory
 from scvi_gen.base._conditions import (
     ConditionField,
@@ -554,7 +555,7 @@ class GenerativeMixin:
                 values = self._generate_chunk(conditions, lib, guidance)
             blocks.append(self._to_output_block(values))
             del values
-        return sp.vstack(blocks, format="csr")
+        return stack_csr_rows(blocks, blocks[0].shape[1])
 
     def _writer(
         self, out: str | Path, resume: bool, library: torch.Tensor | None, *args: Any
@@ -823,8 +824,8 @@ class _MemorySink:
             self._layers.setdefault(name, []).append(block)
 
     def result(self, n_features: int) -> tuple[sp.csr_matrix, dict[str, sp.csr_matrix]]:
-        X = sp.vstack(self._X, format="csr") if self._X else sp.csr_matrix((0, n_features))
-        layers = {k: sp.vstack(v, format="csr") for k, v in self._layers.items()}
+        X = stack_csr_rows(self._X, n_features)
+        layers = {k: stack_csr_rows(v, n_features) for k, v in self._layers.items()}
         return X, layers
 
 

@@ -9,6 +9,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ._precision import linear_in
+
 logger = logging.getLogger(__name__)
 
 Norm = Literal["layer", "batch"] | None
@@ -82,9 +84,18 @@ class MLP(nn.Module):
         layers.append(nn.Linear(width, n_output))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(n, n_input)`` to ``(n, n_output)``."""
-        return self.net(x)
+    def forward(self, x: torch.Tensor, output_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Map ``(n, n_input)`` to ``(n, n_output)``.
+
+        ``output_dtype`` (e.g. ``torch.bfloat16``) computes the last linear layer in that
+        dtype with a cached cast of its weights (:func:`~scvi_gen.nn.linear_in`) and returns
+        its output in that dtype.
+        """
+        if output_dtype is None or output_dtype == torch.float32:
+            return self.net(x)
+        for layer in self.net[:-1]:
+            x = layer(x)
+        return linear_in(self.net[-1], x, output_dtype)
 
 
 class ResidualBlock(nn.Module):

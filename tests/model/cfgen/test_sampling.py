@@ -36,3 +36,25 @@ def test_sparse_and_dense_samplers_agree_for_the_same_seed():
     dense = sample_nb_dense(mu, theta)
     assert np.array_equal(csr.toarray(), dense.numpy())
     assert csr.has_sorted_indices and np.all(csr.data > 0)
+
+
+@pytest.mark.parametrize(("mu", "theta"), [(0.002, 0.5), (0.3, 2.0), (2.0, 0.3), (8.0, 5.0)])
+def test_nb_sampler_matches_the_nb_probabilities_of_small_counts(mu, theta):
+    from scipy.stats import nbinom
+
+    torch.manual_seed(2)
+    n = 400_000
+    x = sample_nb_dense(torch.full((n, 1), mu), torch.tensor([theta])).numpy().ravel()
+    for k in range(6):
+        expected = nbinom.pmf(k, theta, theta / (theta + mu))
+        observed = (x == k).mean()
+        assert abs(observed - expected) <= 5 * np.sqrt(expected * (1 - expected) / n) + 1e-6
+
+
+def test_nb_sampler_takes_one_dispersion_per_entry():
+    torch.manual_seed(3)
+    mu = torch.full((50_000, 2), 3.0)
+    theta = torch.tensor([[0.1, 50.0]]).expand(50_000, 2).contiguous()
+    x = sample_nb_dense(mu, theta).numpy()
+    variances = x.var(axis=0)
+    np.testing.assert_allclose(variances, 3.0 + 9.0 / np.array([0.1, 50.0]), rtol=0.15)

@@ -151,8 +151,13 @@ class CFGenModule(LatentGeneratorModule):
     def decode(
         self, z: torch.Tensor, library: torch.Tensor, codes: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """NB mean ``softmax(logits) * library`` and inverse dispersion of latents ``z``."""
-        proportions = torch.softmax(self.decoder(z), dim=-1)
+        """NB mean ``softmax(logits) * library`` and inverse dispersion of latents ``z``.
+
+        Inside :func:`~scvi_gen.nn.decoding_precision` (generation) the output layer runs in
+        that dtype; training and the losses always decode in float32.
+        """
+        logits = self.decoder(z, output_dtype=getattr(self, "decode_dtype", None))
+        proportions = torch.softmax(logits, dim=-1, dtype=torch.float32)
         return proportions * library, self.theta(codes)
 
     def condition_bias(self, codes: torch.Tensor, continuous: torch.Tensor | None) -> torch.Tensor:
