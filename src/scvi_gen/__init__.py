@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from . import base, baselines, benchmark, datasets, metrics, pl, preprocessing
+from . import base, baselines, benchmark, datasets, metrics, nn, pl, preprocessing
 from ._demo import run_demo
 from ._settings import settings
 from .baselines import CTGANGenerator, GaussianCopulaGenerator, SCVIGenerator, TVAEGenerator
@@ -37,6 +37,7 @@ __all__ = [
     "benchmark",
     "datasets",
     "metrics",
+    "nn",
     "pl",
     "preprocessing",
     "run_demo",

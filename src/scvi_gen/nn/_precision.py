@@ -101,8 +101,8 @@ def linear_in(layer: nn.Linear, x: torch.Tensor, dtype: torch.dtype) -> torch.Te
 
     Returns
     -------
-    ``(n, out_features)`` outputs in ``dtype`` (consumers such as ``torch.softmax(...,
-    dtype=torch.float32)`` upcast them on the fly, without another pass over the matrix).
+    ``(n, out_features)`` outputs in ``dtype``; a consumer such as :func:`torch.softmax`
+    with ``dtype=torch.float32`` upcasts them on the fly, without another pass.
 
     Examples
     --------
