@@ -444,6 +444,10 @@ class GenerativeMixin:
         out: str | Path | None = None,
         resume: bool = False,
         progress_bar: bool = True,
+        accelerator: str | None = None,
+        devices: Any = None,
+        num_nodes: int | None = None,
+        strategy: Any = None,
     ) -> AnnData:
         """Generate synthetic cells, in memory or streamed to an ``.h5ad`` / ``.zarr`` store.
 
@@ -487,6 +491,13 @@ class GenerativeMixin:
             uninterrupted one.
         progress_bar
             Show a progress bar over chunks.
+        accelerator, devices, num_nodes, strategy
+            Generate through Lightning's predict loop on these devices (as for
+            :class:`lightning.pytorch.Trainer`; ``strategy`` defaults to ``"ddp"``, which
+            relaunches the calling script once per extra device, as in training). Each
+            process generates a contiguous run of chunks into its own shard; the shards are
+            then merged into ``out`` (required). The cells equal a single-process run of the
+            same call. Leave all four ``None`` to generate in this process.
 
         Returns
         -------
@@ -510,8 +521,23 @@ class GenerativeMixin:
         tensors = plan_to_tensors(plan, self.condition_fields, n)
         var_names = self._generated_var_names()
         args = (plan, var_names, seed, labels, covariates, guidance)
-        sink = _MemorySink() if out is None else self._writer(out, resume, library, *args)
         block_seeds = np.random.SeedSequence(seed).generate_state(max(1, -(-n // SEED_BLOCK)))
+        job = self._generation_job(chunk, tensors, library, block_seeds, args)
+        if any(v is not None for v in (accelerator, devices, num_nodes, strategy)):
+            from scvi_gen.base._distributed_generation import generate_on_devices
+
+            return generate_on_devices(
+                self,
+                job,
+                out,
+                resume=resume,
+                accelerator=accelerator,
+                devices=devices,
+                num_nodes=num_nodes,
+                strategy=strategy,
+                progress_bar=progress_bar,
+            )
+        sink = _MemorySink() if out is None else self._writer(out, resume, job)
         self.module.eval()
         starts = range(sink.n_written, n, chunk)
         # The store is closed however the run ends (a killed run resumes from its chunks).
@@ -557,23 +583,45 @@ class GenerativeMixin:
             del values
         return stack_csr_rows(blocks, blocks[0].shape[1])
 
-    def _writer(
-        self, out: str | Path, resume: bool, library: torch.Tensor | None, *args: Any
+    def _generation_job(
+        self,
+        chunk: int,
+        tensors: Mapping[str, torch.Tensor],
+        library: torch.Tensor | None,
+        block_seeds: np.ndarray,
+        args: tuple[Any, ...],
     ) -> Any:
-        """A :class:`~scvi_gen.base.GenerationWriter` for this call, keyed by its inputs."""
-        from scvi_gen.base._streaming import GenerationWriter
+        """The call as a :class:`~scvi_gen.base._distributed_generation.GenerationJob`."""
+        from scvi_gen.base._distributed_generation import GenerationJob
 
         plan, var_names, seed, labels, covariates, guidance = args
         uns = {UNS_KEY: self._provenance(seed, labels, covariates, guidance)}
-        key = _generation_key(self.module, uns[UNS_KEY], len(plan))
-        return GenerationWriter(
-            out,
+        return GenerationJob(
+            n_cells=len(plan),
+            chunk=chunk,
+            tensors=tensors,
+            library=library,
+            block_seeds=block_seeds,
+            guidance=guidance,
             obs=self._output_obs(plan, library),
             var=pd.DataFrame(index=var_names),
             uns=uns,
             layers=list(self._output_layers(sp.csr_matrix((0, len(var_names))), None)),
+            key=_generation_key(self.module, uns[UNS_KEY], len(plan)),
+        )
+
+    def _writer(self, out: str | Path, resume: bool, job: Any) -> Any:
+        """A :class:`~scvi_gen.base.GenerationWriter` for this call, keyed by its inputs."""
+        from scvi_gen.base._streaming import GenerationWriter
+
+        return GenerationWriter(
+            out,
+            obs=job.obs,
+            var=job.var,
+            uns=job.uns,
+            layers=job.layers,
             resume=resume,
-            key=key,
+            key=job.key,
         )
 
     def _condition_plan(
