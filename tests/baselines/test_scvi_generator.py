@@ -143,3 +143,22 @@ def test_prior_fit_matches_posterior_moments():
     assert torch.allclose(module.prior_mean, torch.tensor([[1.0, 0.0], [10.0, 11.0]]))
     cov0 = module.prior_scale_tril[0] @ module.prior_scale_tril[0].T
     assert torch.allclose(cov0, torch.tensor([[1.5, 0.0], [0.0, 0.5]]))
+
+
+def test_zinb_counts_are_nb_counts_kept_with_probability_one_minus_pi():
+    import torch
+    from scvi.distributions import ZeroInflatedNegativeBinomial
+
+    from scvi_gen.baselines.scvi_generator._module import sample_counts
+
+    torch.manual_seed(0)
+    n, mu, theta, pi = 200_000, 4.0, 2.0, 0.3
+    px = ZeroInflatedNegativeBinomial(
+        mu=torch.full((n, 1), mu),
+        theta=torch.full((1,), theta),
+        zi_logits=torch.full((n, 1), float(np.log(pi / (1 - pi)))),
+    )
+    x = sample_counts(px).toarray().ravel()
+    p_zero = pi + (1 - pi) * (theta / (theta + mu)) ** theta
+    assert abs(x.mean() - (1 - pi) * mu) < 5 * np.sqrt((mu + mu**2 / theta + mu**2) / n)
+    assert abs((x == 0).mean() - p_zero) < 5 * np.sqrt(p_zero * (1 - p_zero) / n)

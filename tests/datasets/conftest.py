@@ -49,7 +49,34 @@ def isolate_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[]
         data_dir = tmp_path / "scvi_gen_data"
         data_dir.mkdir(exist_ok=True)
         monkeypatch.setenv(_paths.DATA_DIR_ENV, str(data_dir))
+        monkeypatch.delenv(_paths.DATA_URL_ENV, raising=False)
         monkeypatch.setattr(_paths, "_dev_data_dirs", list)
         return data_dir
 
     return isolate
+
+
+@pytest.fixture
+def http_server():
+    """Serve a directory on 127.0.0.1 (no internet): ``http_server(directory) -> base URL``."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    servers = []
+
+    class _Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # keep the test output clean
+            pass
+
+    def serve(directory: Path) -> str:
+        handler = functools.partial(_Quiet, directory=str(directory))
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/files"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()

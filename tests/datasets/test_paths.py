@@ -113,9 +113,9 @@ def test_missing_file_message(isolate_data: Isolate, tmp_path: Path) -> None:
     assert str(data_dir / "pbmc3k.h5ad") in msg
     assert ds.DATA_DIR_ENV in msg
     assert "path=" in msg
-    # pbmc3k: the raw 10x archive is public, the processed file must be placed by hand.
+    # pbmc3k: the raw 10x archive is public; the processed file comes from a mirror or by hand.
     assert "pbmc3k_filtered_gene_bc_matrices.tar.gz" in msg
-    assert "must be placed in the data directory" in msg
+    assert ds.DATA_URL_ENV in msg
 
 
 def test_download_without_url_still_explains(isolate_data: Isolate) -> None:

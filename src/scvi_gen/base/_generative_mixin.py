@@ -661,7 +661,9 @@ class GenerativeMixin:
             sizes = self.library_size_model.sample(plan, rng)
         return torch.as_tensor(np.array(sizes), dtype=torch.float32).unsqueeze(1)
 
-    def _to_output_block(self, values: torch.Tensor | np.ndarray) -> sp.csr_matrix:
+    def _to_output_block(self, values: torch.Tensor | np.ndarray | sp.spmatrix) -> sp.csr_matrix:
+        if sp.issparse(values):  # counts from the sparse NB sampler: integer already
+            return sp.csr_matrix(values, dtype=np.float32)
         values = values.detach().cpu().numpy() if torch.is_tensor(values) else np.asarray(values)
         if self._output_kind == "counts":
             values = np.rint(values)

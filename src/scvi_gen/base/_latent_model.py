@@ -502,12 +502,6 @@ class LatentGenerator(
             mu, theta = self.module.decode(z, library, codes)
         return sp.csr_matrix(mu.cpu().numpy()) if return_mean else sample_nb_csr(mu, theta)
 
-    def _to_output_block(self, values: Any) -> sp.csr_matrix:
-        # Counts come out of the NB sampler already sparse and integer.
-        if sp.issparse(values):
-            return sp.csr_matrix(values, dtype=np.float32)
-        return super()._to_output_block(values)
-
     # ------------------------------------------------------------ data access
     def _batches(
         self,

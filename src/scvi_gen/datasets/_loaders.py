@@ -41,12 +41,17 @@ data_dir
     Directory searched first, before :func:`get_data_dir` (``$SCVI_GEN_DATA_DIR`` or the user
     cache) and the development ``shared/data`` folder; also where ``download=True`` saves.
 download
-    Fetch the file when it is found nowhere. Only for entries with a public ``url``; no
-    registered file has one yet, so a missing file raises :class:`FileNotFoundError`."""
+    Fetch the file when it is found nowhere, from the mirror ``base_url`` (or
+    ``$SCVI_GEN_DATA_URL``) holding the registered files under their names; the download is
+    checked against the registry SHA-256 (a mismatch is refused and nothing is kept).
+base_url
+    Mirror base URL for ``download`` (e.g. a lab server with a copy of the data files)."""
 
 _LOADER_RAISES = """\
 FileNotFoundError
     The file was not found; the message lists the searched paths and where to put it.
+ConnectionError
+    ``download=True`` could not reach the mirror.
 ValueError
     The file does not match the registry SHA-256."""
 
@@ -78,17 +83,26 @@ def _tidy(adata: ad.AnnData) -> None:
 
 
 def _load_anndata(
-    name: str, path: PathLike | None, data_dir: PathLike | None, download: bool
+    name: str,
+    path: PathLike | None,
+    data_dir: PathLike | None,
+    download: bool,
+    base_url: str | None,
 ) -> ad.AnnData:
-    adata = ad.read_h5ad(dataset_path(name, path=path, data_dir=data_dir, download=download))
+    file = dataset_path(name, path=path, data_dir=data_dir, download=download, base_url=base_url)
+    adata = ad.read_h5ad(file)
     _tidy(adata)
     return adata
 
 
 def _load_mudata(
-    name: str, path: PathLike | None, data_dir: PathLike | None, download: bool
+    name: str,
+    path: PathLike | None,
+    data_dir: PathLike | None,
+    download: bool,
+    base_url: str | None,
 ) -> MuData:
-    file = dataset_path(name, path=path, data_dir=data_dir, download=download)
+    file = dataset_path(name, path=path, data_dir=data_dir, download=download, base_url=base_url)
     with quiet_mudata():
         mdata = md.read_h5mu(file)
     for modality in mdata.mod.values():
@@ -99,7 +113,10 @@ def _load_mudata(
 
 @_loader_doc
 def pbmc3k(
-    path: PathLike | None = None, data_dir: PathLike | None = None, download: bool = False
+    path: PathLike | None = None,
+    data_dir: PathLike | None = None,
+    download: bool = False,
+    base_url: str | None = None,
 ) -> ad.AnnData:
     """10x PBMC3K with the Seurat tutorial cell types.
 
@@ -129,12 +146,15 @@ def pbmc3k(
     >>> adata = scvi_gen.datasets.pbmc3k()  # doctest: +SKIP
     >>> adata.obs["cell_type"].value_counts()  # doctest: +SKIP
     """
-    return _load_anndata("pbmc3k", path, data_dir, download)
+    return _load_anndata("pbmc3k", path, data_dir, download, base_url)
 
 
 @_loader_doc
 def pancreas(
-    path: PathLike | None = None, data_dir: PathLike | None = None, download: bool = False
+    path: PathLike | None = None,
+    data_dir: PathLike | None = None,
+    download: bool = False,
+    base_url: str | None = None,
 ) -> ad.AnnData:
     """Baron et al. 2016 pancreas (inDrop), human and mouse, 350 cells.
 
@@ -161,12 +181,15 @@ def pancreas(
     >>> adata = scvi_gen.datasets.pancreas()  # doctest: +SKIP
     >>> adata.obs[["cell_type", "species"]].value_counts()  # doctest: +SKIP
     """
-    return _load_anndata("pancreas", path, data_dir, download)
+    return _load_anndata("pancreas", path, data_dir, download, base_url)
 
 
 @_loader_doc
 def kang_ifnb(
-    path: PathLike | None = None, data_dir: PathLike | None = None, download: bool = False
+    path: PathLike | None = None,
+    data_dir: PathLike | None = None,
+    download: bool = False,
+    base_url: str | None = None,
 ) -> ad.AnnData:
     """Kang et al. 2018 PBMC interferon-beta stimulation, 832 cells.
 
@@ -195,12 +218,15 @@ def kang_ifnb(
     >>> adata = scvi_gen.datasets.kang_ifnb()  # doctest: +SKIP
     >>> pd.crosstab(adata.obs["cell_type"], adata.obs["condition"])  # doctest: +SKIP
     """
-    return _load_anndata("kang_ifnb", path, data_dir, download)
+    return _load_anndata("kang_ifnb", path, data_dir, download, base_url)
 
 
 @_loader_doc
 def citeseq_pbmc(
-    path: PathLike | None = None, data_dir: PathLike | None = None, download: bool = False
+    path: PathLike | None = None,
+    data_dir: PathLike | None = None,
+    download: bool = False,
+    base_url: str | None = None,
 ) -> MuData:
     """ECCITE-seq PBMC (Mimitou et al. 2019), 500 cells, RNA + protein + hashtags.
 
@@ -227,12 +253,15 @@ def citeseq_pbmc(
     >>> mdata["prot"].shape  # doctest: +SKIP
     (500, 49)
     """
-    return _load_mudata("citeseq_pbmc", path, data_dir, download)
+    return _load_mudata("citeseq_pbmc", path, data_dir, download, base_url)
 
 
 @_loader_doc
 def citeseq_pbmc5k(
-    path: PathLike | None = None, data_dir: PathLike | None = None, download: bool = False
+    path: PathLike | None = None,
+    data_dir: PathLike | None = None,
+    download: bool = False,
+    base_url: str | None = None,
 ) -> MuData:
     """10x ``pbmc_5k_protein_v3`` CITE-seq, 200 cells, RNA + protein.
 
@@ -259,12 +288,15 @@ def citeseq_pbmc5k(
     >>> list(mdata.mod)  # doctest: +SKIP
     ['rna', 'prot']
     """
-    return _load_mudata("citeseq_pbmc5k", path, data_dir, download)
+    return _load_mudata("citeseq_pbmc5k", path, data_dir, download, base_url)
 
 
 @_loader_doc
 def multiome_pbmc(
-    path: PathLike | None = None, data_dir: PathLike | None = None, download: bool = False
+    path: PathLike | None = None,
+    data_dir: PathLike | None = None,
+    download: bool = False,
+    base_url: str | None = None,
 ) -> MuData:
     """10x Multiome PBMC (RNA + ATAC), 1,000 cells, a small gene/peak panel.
 
@@ -292,7 +324,7 @@ def multiome_pbmc(
     >>> mdata["atac"].shape  # doctest: +SKIP
     (1000, 174)
     """
-    return _load_mudata("multiome_pbmc", path, data_dir, download)
+    return _load_mudata("multiome_pbmc", path, data_dir, download, base_url)
 
 
 def pbmc68k_reduced() -> ad.AnnData:

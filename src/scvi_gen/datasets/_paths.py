@@ -11,7 +11,9 @@ import logging
 import os
 import shutil
 import sys
+import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from ._registry import DatasetInfo, get_dataset_info
@@ -19,6 +21,9 @@ from ._registry import DatasetInfo, get_dataset_info
 logger = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "SCVI_GEN_DATA_DIR"
+#: Base URL of a mirror holding the registered files under their file names (e.g. a lab's web
+#: server or object store with a copy of ``shared/data``); ``download=True`` fetches from it.
+DATA_URL_ENV = "SCVI_GEN_DATA_URL"
 
 _CHUNK_BYTES = 1 << 20
 _DOWNLOAD_TIMEOUT_S = 60
@@ -140,8 +145,9 @@ def verify_file(path: str | os.PathLike[str], info: DatasetInfo) -> None:
     actual = sha256sum(path)
     if actual != info.sha256:
         fix = f"Delete it and put the original {info.filename} there"
-        if info.url is not None:
-            fix += f", or delete it and load with download=True to fetch it from {info.url}"
+        url = download_url(info)
+        if url is not None:
+            fix += f", or delete it and load with download=True to fetch it from {url}"
         raise ValueError(
             f"Checksum mismatch for dataset {info.name!r} at {path}: expected sha256 "
             f"{info.sha256}, got {actual}. The file is corrupt, truncated or a different "
@@ -150,11 +156,39 @@ def verify_file(path: str | os.PathLike[str], info: DatasetInfo) -> None:
     _VERIFIED[key] = info.sha256
 
 
+def download_url(info: DatasetInfo, base_url: str | None = None) -> str | None:
+    """Where ``download=True`` fetches a registered file from, or ``None``.
+
+    Parameters
+    ----------
+    info
+        Registry entry.
+    base_url
+        Mirror base URL; ``None`` uses ``$SCVI_GEN_DATA_URL``.
+
+    Returns
+    -------
+    ``<base_url>/<filename>`` when a mirror is given or configured, else the entry's public
+    ``url`` (``None`` for every registered file: they are processed subsets).
+
+    Examples
+    --------
+    >>> from scvi_gen.datasets import DATASETS, download_url
+    >>> download_url(DATASETS["pbmc3k"], "https://example.org/data")
+    'https://example.org/data/pbmc3k.h5ad'
+    """
+    base = base_url if base_url is not None else os.environ.get(DATA_URL_ENV)
+    if base:
+        return f"{base.rstrip('/')}/{info.filename}"
+    return info.url
+
+
 def dataset_path(
     name: str | DatasetInfo,
     path: str | os.PathLike[str] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     download: bool = False,
+    base_url: str | None = None,
 ) -> Path:
     """Find (or download) a registered data file and verify its checksum.
 
@@ -171,7 +205,12 @@ def dataset_path(
     data_dir
         Extra directory searched first; also where ``download=True`` saves the file.
     download
-        Fetch the file when it is found nowhere. Only possible for entries with a ``url``.
+        Fetch the file when it is found nowhere: from ``base_url`` (or
+        ``$SCVI_GEN_DATA_URL``), a mirror holding the files under their names, else from the
+        entry's public ``url``. The download is checked against the registry checksum before
+        it is kept.
+    base_url
+        Mirror base URL for ``download``.
 
     Returns
     -------
@@ -199,52 +238,74 @@ def dataset_path(
         dirs = _search_dirs(data_dir)
         found = next((d / info.filename for d in dirs if (d / info.filename).is_file()), None)
         if found is None:
-            if download and info.url is not None:
-                return _download(info, info.url, dirs[0])
-            raise FileNotFoundError(_missing_message(info, dirs, download))
+            url = download_url(info, base_url)
+            if download and url is not None:
+                return _download(info, url, dirs[0])
+            raise FileNotFoundError(_missing_message(info, dirs, download, url))
     logger.debug("Dataset %r resolved to %s", info.name, found)
     verify_file(found, info)
     return found
 
 
-def _missing_message(info: DatasetInfo, dirs: list[Path], download: bool) -> str:
+def _missing_message(info: DatasetInfo, dirs: list[Path], download: bool, url: str | None) -> str:
     searched = "\n".join(f"  - {d / info.filename}" for d in dirs)
     lines = [
         f"Dataset {info.name!r} ({info.filename}) not found. Searched:\n{searched}",
         f"Put {info.filename} into the data directory {dirs[0]} (choose it with the "
         f"{DATA_DIR_ENV} environment variable or data_dir=), or pass path= to the file.",
     ]
-    if info.url is not None:
-        lines.append(f"Or load with download=True to fetch it from {info.url}.")
+    if url is not None:
+        lines.append(f"Or load with download=True to fetch it from {url}.")
     else:
-        no_dl = "download=True cannot help: " if download else ""
+        no_dl = "download=True cannot help yet: " if download else ""
         lines.append(
             f"{no_dl}there is no public download of exactly this file (it is a processed "
-            f"file; the processed file itself must be placed in the data directory). "
-            f"Upstream source: {info.upstream or 'unknown'}"
+            f"subset). Point {DATA_URL_ENV} (or base_url=) at a mirror that holds it under "
+            f"its name and load with download=True, or rebuild it from the upstream source: "
+            f"{info.upstream or 'unknown'}"
         )
     return "\n".join(lines)
 
 
 def _download(info: DatasetInfo, url: str, dest_dir: Path) -> Path:
-    """Fetch to ``<file>.part``, verify, then rename, so a failed download never looks valid."""
+    """Fetch a registered file, verify it, then keep it (a failed download never looks valid)."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / info.filename
-    partial = dest.with_name(dest.name + ".part")
     logger.info("Downloading %r from %s to %s", info.name, url, dest)
-    try:
-        _fetch_url(url, partial)
-        verify_file(partial, info)
-        partial.replace(dest)
-    finally:
-        partial.unlink(missing_ok=True)
+
+    def verify(partial: Path) -> None:
+        try:
+            verify_file(partial, info)
+        except ValueError as err:
+            raise ValueError(f"Refused the download from {url}: {err} Nothing was kept.") from err
+
+    _download_to(url, dest, verify)
     # The rename keeps bytes, size and mtime: record it so the first load does not rehash.
     _VERIFIED[_cache_key(dest)] = info.sha256
     return dest
 
 
+def _download_to(url: str, dest: Path, verify: Callable[[Path], None] | None = None) -> Path:
+    """Fetch ``url`` to ``<dest>.part``, check it with ``verify``, then rename it to ``dest``."""
+    partial = dest.with_name(dest.name + ".part")
+    try:
+        _fetch_url(url, partial)
+        if verify is not None:
+            verify(partial)
+        partial.replace(dest)
+    finally:
+        partial.unlink(missing_ok=True)
+    return dest
+
+
 def _fetch_url(url: str, dest: Path) -> None:
     # Plain urllib: no extra dependency, and tests replace this one function.
-    with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
-        with dest.open("wb") as fh:
-            shutil.copyfileobj(response, fh, _CHUNK_BYTES)
+    try:
+        with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
+            with dest.open("wb") as fh:
+                shutil.copyfileobj(response, fh, _CHUNK_BYTES)
+    except (urllib.error.URLError, TimeoutError) as err:
+        raise ConnectionError(
+            f"Could not download {url}: {err}. Check the address (base_url= or "
+            f"{DATA_URL_ENV}) and the connection, or put the file in the data directory."
+        ) from err

@@ -7,6 +7,7 @@ import logging
 from typing import Any, Literal
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
@@ -166,5 +167,5 @@ class SCVIGenerator(
         conditions: dict[str, torch.Tensor],
         library: torch.Tensor | None,
         guidance: Any,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | sp.csr_matrix:
         return self.module.sample_new_cells(conditions, library)

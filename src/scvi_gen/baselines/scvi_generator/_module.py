@@ -5,10 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from scvi import REGISTRY_KEYS
+from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 from scvi.module import VAE
 from torch.distributions import Distribution, MultivariateNormal, Normal
+
+from scvi_gen.base._sampling import sample_nb_csr
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +153,8 @@ class LabelPriorVAE(VAE):
 
         Returns
         -------
-        ``(n, n_genes)`` counts.
+        ``(n, n_genes)`` counts: sparse (CSR) from the fast exact NB sampler for the
+        ``"nb"`` and ``"zinb"`` likelihoods, a dense tensor for ``"poisson"``.
         """
         y = conditions[REGISTRY_KEYS.LABELS_KEY]
         z = self.sampling_prior(y).sample()
@@ -160,7 +166,35 @@ class LabelPriorVAE(VAE):
             cat_covs=conditions.get(REGISTRY_KEYS.CAT_COVS_KEY),
             y=y,
         )
-        return outputs["px"].sample()
+        return sample_counts(outputs["px"])
+
+
+def sample_counts(px: Any) -> sp.csr_matrix | torch.Tensor:
+    """Counts from scvi-tools' likelihood ``px``, NB and ZINB through the sparse NB sampler.
+
+    A ZINB draw is an NB draw kept with probability ``1 - pi`` (the mixture of a point mass at
+    zero and the NB), so only the non-zero NB entries need a Bernoulli draw.
+
+    Parameters
+    ----------
+    px
+        A :class:`~scvi.distributions.NegativeBinomial`,
+        :class:`~scvi.distributions.ZeroInflatedNegativeBinomial` or Poisson distribution.
+
+    Returns
+    -------
+    ``(n, g)`` counts.
+    """
+    if isinstance(px, ZeroInflatedNegativeBinomial):
+        counts = sample_nb_csr(px.mu, px.theta)
+        rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+        pi = torch.sigmoid(px.zi_logits).detach().cpu().numpy()[rows, counts.indices]
+        counts.data[torch.rand(len(pi)).numpy() < pi] = 0
+        counts.eliminate_zeros()
+        return counts
+    if isinstance(px, NegativeBinomial):
+        return sample_nb_csr(px.mu, px.theta)
+    return px.sample()
 
 
 class LabelPosteriorMoments:
