@@ -33,82 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _atlas import build_file, pbmc_hvgs, peak_rss_mb
+
 DEFAULT = "cfgen,scvi"
-#: Cells resampled per block while writing a file (bounds the builder's memory).
-BUILD_BLOCK = 50_000
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM) in MiB.
-
-    Not ``getrusage``: on Linux its ``ru_maxrss`` survives ``fork``/``exec``, so a child of
-    the process that built the files would report that process's peak.
-    """
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _pbmc_hvgs() -> Any:
-    """PBMC3K's labelled cells on its 2,000 seurat_v3 HVGs (CSR counts in ``.X``)."""
-    import scipy.sparse as sp
-
-    import scvi_gen
-
-    real = scvi_gen.datasets.pbmc3k()
-    real = real[real.obs["cell_type"].notna()].copy()
-    mask = scvi_gen.preprocessing.select_hvgs(real.X, real.var_names, 2000, return_mask=True)
-    real = real[:, mask].copy()
-    real.X = sp.csr_matrix(real.X)
-    return real
-
-
-def build_file(path: Path, real: Any, n_cells: int, seed: int) -> None:
-    """Write one file of ``n_cells`` resampled, thinned PBMC3K cells, one block at a time.
-
-    The cells (and so their labels) are drawn first; ``obs`` and ``var`` are written with
-    anndata, then ``X`` is written as an on-disk CSR dataset grown block by block
-    (``sparse_dataset.append``), so the file never exists in memory.
-
-    Parameters
-    ----------
-    path
-        The h5ad file to write.
-    real
-        Source cells (:func:`_pbmc_hvgs`).
-    n_cells
-        Cells in the file.
-    seed
-        Seed of the resampling and thinning.
-    """
-    import anndata as ad
-    import h5py
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    rows = rng.integers(0, real.n_obs, n_cells)
-    labels = real.obs["cell_type"].astype(str).to_numpy()[rows]
-    obs = pd.DataFrame(
-        {"cell_type": pd.Categorical(labels)},
-        index=[f"s{seed}c{i}" for i in range(n_cells)],
-    )
-    partial = path.with_suffix(".partial")
-    # Cells and genes only; X is added below, and checked for its shape when read.
-    ad.AnnData(obs=obs, var=pd.DataFrame(index=real.var_names)).write_h5ad(partial)
-    with h5py.File(partial, "a") as handle:
-        for start in range(0, n_cells, BUILD_BLOCK):
-            block = real.X[rows[start : start + BUILD_BLOCK]].tocsr()
-            keep = rng.uniform(0.5, 1.0, block.shape[0])
-            p = np.repeat(keep, np.diff(block.indptr))
-            block.data = rng.binomial(block.data.astype(np.int64), p).astype(np.float32)
-            block.eliminate_zeros()
-            if start == 0:
-                ad.io.write_elem(handle, "X", block)
-            else:
-                ad.io.sparse_dataset(handle["X"]).append(block)
-    partial.rename(path)
 
 
 def build_collection(cache: Path, n_files: int, cells_per_file: int) -> list[Path]:
@@ -131,7 +59,7 @@ def build_collection(cache: Path, n_files: int, cells_per_file: int) -> list[Pat
     missing = [(i, p) for i, p in enumerate(paths) if not p.exists()]
     if missing:
         cache.mkdir(parents=True, exist_ok=True)
-        real = _pbmc_hvgs()
+        real = pbmc_hvgs()
         for i, path in missing:
             start = time.perf_counter()
             build_file(path, real, cells_per_file, seed=i)
@@ -259,7 +187,7 @@ def measure(paths: list[str], name: str, args: argparse.Namespace) -> dict[str, 
         "minibatches_per_s": clock.steps / max(clock.seconds, 1e-9),
         **times,
         "generated": [synthetic.n_obs, synthetic.n_vars],
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 

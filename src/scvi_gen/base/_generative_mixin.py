@@ -62,9 +62,11 @@ from scvi_gen.base._model_files import (
     weights_path,
     write_weights,
 )
+from scvi_gen.base._ranks import writes_files
 from scvi_gen.base._serialization import dumps, to_jsonable
 from scvi_gen.base._setup import generator_fields
 from scvi_gen.base._validation import check_mapping_arg, require_anndata, validate_setup_input
+from scvi_gen.train._plans import DistributedMetricsTrainingPlan
 from scvi_gen.train._runner import GeneratorTrainRunner
 
 logger = logging.getLogger(__name__)
@@ -110,6 +112,8 @@ class GenerativeMixin:
     _generation_chunk: ClassVar[int] = DEFAULT_GENERATION_CHUNK
     #: Lightning training goes through one runner: quiet banners, stage-labelled stderr bars.
     _train_runner_cls: ClassVar[type] = GeneratorTrainRunner
+    #: scvi-tools' plan, with metrics that also sync across CPU processes (DDP on gloo).
+    _training_plan_cls: ClassVar[type] = DistributedMetricsTrainingPlan
 
     # ------------------------------------------------------------------ setup
     @classmethod
@@ -484,7 +488,9 @@ class GenerativeMixin:
         out
             Path of an ``.h5ad`` or ``.zarr`` store: every chunk is written as it is made
             (memory is one chunk plus the model, whatever the number of cells) and the store,
-            marked complete at the end, is returned (``.h5ad`` opened backed).
+            marked complete at the end, is returned (``.h5ad`` opened backed). In a script
+            Lightning runs on several devices, only global rank 0 writes it (the other ranks
+            get ``None``); pass ``devices`` to generate on all of them.
         resume
             With ``out``: continue an interrupted run of the same call (same model, arguments
             and seed) from its last complete chunk; the finished store equals an
@@ -537,6 +543,8 @@ class GenerativeMixin:
                 strategy=strategy,
                 progress_bar=progress_bar,
             )
+        if out is not None and not writes_files(f"the generated store {out}"):
+            return None  # in a script run on several devices, rank 0 writes the store
         sink = _MemorySink() if out is None else self._writer(out, resume, job)
         self.module.eval()
         starts = range(sink.n_written, n, chunk)
@@ -743,11 +751,16 @@ class GenerativeMixin:
         **anndata_write_kwargs
             Passed to :meth:`anndata.AnnData.write_h5ad`.
 
+        In a script that Lightning runs on several devices (``strategy="ddp"``), only global
+        rank 0 writes; the other ranks' calls return without writing.
+
         Examples
         --------
         >>> model.save("my_model/")
         >>> model = scvi_gen.SCVIGenerator.load("my_model/")
         """
+        if not writes_files(f"the model directory {dir_path}"):
+            return
         path = Path(dir_path)
         if path.exists() and not overwrite:
             raise ValueError(f"{path} already exists; pass overwrite=True or another directory.")

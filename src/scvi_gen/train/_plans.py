@@ -15,7 +15,36 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_KEY = "scvi_gen"
 
 
-class GeneratorTrainingPlan(TrainingPlan):
+class DistributedMetricsTrainingPlan(TrainingPlan):
+    """scvi-tools' :class:`~scvi.train.TrainingPlan` whose metrics also sync on CPU processes.
+
+    scvi-tools logs its ELBO metrics under ``torch.inference_mode()``. Across several
+    processes Lightning then averages them after the validation loop; the gloo backend (CPU)
+    has no averaging collective, so Lightning sums and divides in place, which an inference
+    tensor refuses ("Inplace update to inference tensor outside InferenceMode"). Logging the
+    same values under ``torch.no_grad()`` keeps them ordinary tensors; one process is
+    unaffected.
+
+    Parameters
+    ----------
+    module
+        The scvi-tools module.
+    **kwargs
+        :class:`~scvi.train.TrainingPlan` arguments.
+
+    Examples
+    --------
+    >>> plan = DistributedMetricsTrainingPlan(model.module, lr=1e-3)
+    """
+
+    def compute_and_log_metrics(self, loss_output: Any, metrics: Any, mode: str) -> None:
+        """scvi-tools' metric logging, under ``no_grad`` instead of ``inference_mode``."""
+        log = TrainingPlan.compute_and_log_metrics
+        with torch.no_grad():
+            getattr(log, "__wrapped__", log)(self, loss_output, metrics, mode)
+
+
+class GeneratorTrainingPlan(DistributedMetricsTrainingPlan):
     """scvi-tools' :class:`~scvi.train.TrainingPlan` with what the generators need on top.
 
     - **Optimiser**: Adam/AdamW built here (a bound method, so the plan pickles under

@@ -160,6 +160,12 @@ class GeneratorTrainRunner(TrainRunner):
         **kwargs: Any,
     ) -> None:
         kwargs = progress_bar_kwargs(kwargs, stage_label(training_plan))
+        if "ddp" in str(kwargs.get("strategy", "")):
+            # Lightning syncs logged validation metrics across ranks after the validation
+            # loop; with inference-mode validation that sync updates an inference tensor in
+            # place and fails ("Inplace update to inference tensor outside InferenceMode").
+            # no_grad validation computes the same values.
+            kwargs.setdefault("inference_mode", False)
         with training_output():
             super().__init__(model, training_plan, data_splitter, max_epochs, **kwargs)
 
