@@ -40,6 +40,7 @@ FIGURES = {
         "04_predicted_peaks.png",
     ],
     "05_impute_and_denoise.py": ["05_imputed_vs_truth.png", "05_denoise_dotplot.png"],
+    "07_large_data.py": ["07_library_sizes.png", "07_cell_types.png"],
 }
 
 
