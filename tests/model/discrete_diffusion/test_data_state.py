@@ -155,3 +155,10 @@ def test_hvgs_are_chosen_by_position_when_gene_names_repeat(two_cluster_adata):
     names = pd.Index([f"gene{j}" for j in range(two_cluster_adata.n_vars - 1)] + ["gene0"])
     index = state.select_genes(source, names, "hvg", 8)
     assert len(index) == 8 and np.all(np.diff(index) > 0)
+
+
+def test_sampled_rows_do_not_keep_their_minibatch_alive():
+    values = sp.csr_matrix(np.array([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]]))
+    rows = state._row_data(values)
+    assert [list(r) for r in rows] == [[1.0, 2.0], [3.0]]
+    assert all(r.base is None for r in rows)  # copies, not views of values.data

@@ -157,3 +157,19 @@ def test_latent_of_reordered_genes_checks_the_values(trained, value, match):
     shuffled.X[0, 0] = value
     with pytest.raises(ValueError, match=match):
         model.get_latent_representation(shuffled)
+
+
+def test_data_over_the_cache_budget_trains_the_prior_without_a_table(monkeypatch):
+    from scvi_gen.model.latent_diffusion import _model
+
+    adata = make_counts_adata(n_cells=80)
+    LatentDiffusion.setup_anndata(adata, labels_key="cell_type")
+    model = LatentDiffusion(adata, **SMALL)
+    monkeypatch.setattr(_model, "_MAX_CACHE_BYTES", 0)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the latent cache was built over its budget")
+
+    monkeypatch.setattr(model.module, "set_latent_cache", refuse)
+    model.train(max_epochs_autoencoder=1, max_epochs_flow=1, **FAST)
+    assert model.flow_trained_

@@ -93,7 +93,7 @@ def test_latent_cache_returns_the_encoder_latents_and_misses_unknown_cells():
     module = _module()
     x = _counts(10)
     module.set_stage("flow")
-    module.set_latent_cache([x[:6], x[6:]])
+    module.set_latent_cache([x[:6], x[6:]], n_cells=10)
     shuffled = x[[3, 9, 0]]
     assert torch.allclose(module.inference(shuffled)["z"], module.encode(shuffled))
     assert module._cached_latents(shuffled) is not None
@@ -154,3 +154,10 @@ def test_state_without_the_prior_average_loads_with_it_unused():
     fresh.eval()
     assert int(fresh.ema_updates) == 0
     assert fresh.prior_network() is fresh.prior
+
+
+def test_latent_cache_refuses_a_wrong_cell_count():
+    module = _module()
+    x = _counts(10)
+    with pytest.raises(RuntimeError, match="expected 12 cells, got 10"):
+        module.set_latent_cache([x], n_cells=12)

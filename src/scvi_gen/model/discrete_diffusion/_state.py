@@ -180,11 +180,15 @@ def modelled_values(
 
 
 def _row_data(values: sp.csr_matrix) -> pd.Series:
-    """The stored values of every row, one array per cell (the reservoir samples cells)."""
+    """The stored values of every row, one array per cell (the reservoir samples cells).
+
+    Each row is a copy: a view would keep its whole minibatch alive while the reservoir holds
+    it, so memory would grow with the number of minibatches (1.3 GB more at 1,000,000 cells).
+    """
     rows = np.split(values.data, values.indptr[1:-1]) if values.shape[0] else []
     out = np.empty(len(rows), dtype=object)
     for i, row in enumerate(rows):  # assigned one by one: equal lengths would broadcast
-        out[i] = row
+        out[i] = row.copy()
     return pd.Series(out, dtype=object)
 
 

@@ -40,9 +40,10 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     },
     "trainer": {"gradient_clip_val": 1.0},
 }
-#: The prior's training reads latents from a table of at most this many cells (about 256 MB
-#: at the default latent size); larger data is encoded batch by batch.
-_MAX_CACHED_CELLS = 1_000_000
+#: The prior's training reads latents from a table of at most this many bytes (about 470,000
+#: cells at the default latent size); larger data is encoded batch by batch, so the memory of
+#: training does not grow with the number of cells.
+_MAX_CACHE_BYTES = 128 * 2**20
 #: Pseudo-count of the decoder's initial per-gene bias (log mean proportion).
 _BIAS_PSEUDO_PROPORTION = 1e-8
 
@@ -229,13 +230,19 @@ class LatentDiffusion(LatentGenerator):
     @contextlib.contextmanager
     def _stage_context(self, stage: Stage) -> Iterator[None]:
         """While the prior trains, read the frozen encoder's latents from a table."""
-        if stage != "flow" or self.adata is None or self.adata.n_obs > _MAX_CACHED_CELLS:
+        module = self.module
+        if (
+            stage != "flow"
+            or self.adata is None
+            or module.latent_cache_bytes(self.adata.n_obs, module.n_latent) > _MAX_CACHE_BYTES
+        ):
             yield
             return
-        module = self.module
         training = module.training
         module.eval()
-        module.set_latent_cache(t[REGISTRY_KEYS.X_KEY] for t in self._batches(None, None, None))
+        module.set_latent_cache(
+            (t[REGISTRY_KEYS.X_KEY] for t in self._batches(None, None, None)), self.adata.n_obs
+        )
         # Lightning keeps the mode it finds: back to the mode the stage was started in.
         module.train(training)
         try:

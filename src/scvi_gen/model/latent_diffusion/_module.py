@@ -167,7 +167,7 @@ class LatentDiffusionModule(LatentGeneratorModule):
         )
         self.ema_prior = copy.deepcopy(self.prior).requires_grad_(False)
         self._init_statistics(self.n_latent)
-        self._latent_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._latent_cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ stages
     @property
@@ -204,7 +204,7 @@ class LatentDiffusionModule(LatentGeneratorModule):
         weights = torch.randint(1, _FINGERPRINT_MAX_WEIGHT, (x.shape[1],), generator=generator)
         return (x.round().long() * weights.to(x.device)).sum(dim=1)
 
-    def set_latent_cache(self, x_blocks: Iterable[torch.Tensor]) -> None:
+    def set_latent_cache(self, x_blocks: Iterable[torch.Tensor], n_cells: int) -> None:
         """Encode cells once so the prior's training reads their latents from a table.
 
         The autoencoder is frozen while the prior trains, so every epoch would encode the
@@ -212,30 +212,48 @@ class LatentDiffusionModule(LatentGeneratorModule):
         whose key is not in the table is encoded as usual; identical count vectors share a
         key and, the encoder being deterministic, a latent).
 
+        The table is allocated once for ``n_cells`` and filled in place: collecting one small
+        tensor per minibatch between the encoder's large transient buffers fragments the heap
+        (a 1,000,000-cell table of 256 MB raised the process's peak by 3.6 GB that way).
+
         Parameters
         ----------
         x_blocks
             Minibatches of raw counts of the cells to cache.
+        n_cells
+            Number of cells in ``x_blocks`` (rows of the table).
         """
-        keys, latents = [], []
+        keys = torch.empty(n_cells, dtype=torch.long, device=self.latent_mean.device)
+        latents = torch.empty(n_cells, self.n_latent, device=self.latent_mean.device)
+        filled = 0
         with torch.no_grad():
             for x in x_blocks:
-                keys.append(self.fingerprint(x))
-                latents.append(self.encode(x))
-        keys_all, order = torch.sort(torch.cat(keys))
-        self._latent_cache = (keys_all, torch.cat(latents)[order])
+                rows = slice(filled, filled + x.shape[0])
+                keys[rows] = self.fingerprint(x)
+                latents[rows] = self.encode(x)
+                filled += x.shape[0]
+        if filled != n_cells:
+            raise RuntimeError(f"The latent cache expected {n_cells} cells, got {filled}.")
+        sorted_keys, order = torch.sort(keys)
+        # Rows stay in reading order; ``order`` maps a sorted key to its row (no second copy).
+        self._latent_cache = (sorted_keys, order, latents)
+
+    @staticmethod
+    def latent_cache_bytes(n_cells: int, n_latent: int) -> int:
+        """Memory of :meth:`set_latent_cache`'s table: latents, keys and their order."""
+        return n_cells * (4 * n_latent + 16)
 
     def clear_latent_cache(self) -> None:
         """Drop the table of :meth:`set_latent_cache`."""
         self._latent_cache = None
 
     def _cached_latents(self, x: torch.Tensor) -> torch.Tensor | None:
-        keys, latents = self._latent_cache
+        keys, order, latents = self._latent_cache
         query = self.fingerprint(x)
         position = torch.searchsorted(keys, query).clamp(max=len(keys) - 1)
         if not torch.equal(keys[position], query):
             return None
-        return latents[position]
+        return latents[order[position]]
 
     @auto_move_data
     def inference(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
