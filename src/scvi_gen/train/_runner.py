@@ -9,9 +9,12 @@ the output rules below hold for all of them at once.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from typing import Any
 
+from scvi import settings as scvi_settings
+from scvi.dataloaders import DataSplitter
 from scvi.train import TrainRunner
 from scvi.train._progress import ProgressBar
 from tqdm.auto import tqdm
@@ -128,6 +131,65 @@ def progress_bar_kwargs(trainer_kwargs: dict[str, Any], label: str) -> dict[str,
     return kwargs
 
 
+def per_process_batch_size(batch_size: int, world_size: int) -> int:
+    """Cells each process reads per step so that the processes together read ``batch_size``.
+
+    Parameters
+    ----------
+    batch_size
+        Cells per optimisation step over all processes.
+    world_size
+        Number of training processes.
+
+    Returns
+    -------
+    ``ceil(batch_size / world_size)`` (at least 1).
+
+    Examples
+    --------
+    >>> per_process_batch_size(128, 2)
+    64
+    >>> per_process_batch_size(100, 3)
+    34
+    """
+    return max(1, math.ceil(int(batch_size) / max(int(world_size), 1)))
+
+
+def share_minibatch(data_splitter: Any, world_size: int) -> None:
+    """Make a DataSplitter's ``batch_size`` the minibatch of all processes together.
+
+    scvi-tools' distributed sampler gives every process ``batch_size`` cells per step, so
+    ``N`` processes would take steps of ``N x batch_size`` cells and ``N`` times fewer of them
+    per epoch: with the same epochs, a model trained on 2 processes was undertrained (CFGen
+    on PBMC3K: C2ST 0.617 against 0.553 on one process). Splitting the minibatch keeps the
+    optimisation of one process (same steps, same cells per step, same learning rate), so
+    hyperparameters chosen on one device carry over. Applied once per splitter (two-stage
+    models may reuse one) and only to scvi-tools' :class:`~scvi.dataloaders.DataSplitter`;
+    other data modules keep their own loaders.
+
+    Parameters
+    ----------
+    data_splitter
+        The data module of the run.
+    world_size
+        Number of training processes.
+    """
+    if world_size <= 1 or not isinstance(data_splitter, DataSplitter):
+        return
+    if getattr(data_splitter, "_scvi_gen_world_size", None) == world_size:
+        return
+    loader_kwargs = data_splitter.data_loader_kwargs
+    batch_size = loader_kwargs.get("batch_size") or scvi_settings.batch_size
+    loader_kwargs["batch_size"] = per_process_batch_size(batch_size, world_size)
+    data_splitter._scvi_gen_world_size = world_size
+    logger.info(
+        "%d processes read %d cells each per step (batch_size=%d over all processes).",
+        world_size,
+        loader_kwargs["batch_size"],
+        batch_size,
+    )
+
+
 class GeneratorTrainRunner(TrainRunner):
     """scvi-tools' :class:`~scvi.train.TrainRunner` with scvi-gen's output rules.
 
@@ -137,6 +199,8 @@ class GeneratorTrainRunner(TrainRunner):
     - The progress bar goes to stderr and is labelled by stage ("Training autoencoder",
       "Training latent prior"); it is off at verbosity ``"error"`` unless
       ``enable_progress_bar=True`` is passed.
+    - On several processes ``batch_size`` is the minibatch of all of them together
+      (:func:`share_minibatch`).
 
     Parameters
     ----------
@@ -168,6 +232,7 @@ class GeneratorTrainRunner(TrainRunner):
             kwargs.setdefault("inference_mode", False)
         with training_output():
             super().__init__(model, training_plan, data_splitter, max_epochs, **kwargs)
+        share_minibatch(data_splitter, self.trainer.world_size)
 
     def __call__(self) -> Any:
         """Fit, with Lightning's output quieted as the verbosity says."""
