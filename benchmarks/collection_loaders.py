@@ -61,7 +61,7 @@ def read_anncollection(paths: list[str], batches: int, batch_size: int) -> dict[
 
     import scvi_gen
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     collection = scvi_gen.base.open_collection(paths, layer="counts")
     scvi_gen.SCVIGenerator.setup_anndata(collection, layer="counts", labels_key="cell_type")
     manager = scvi_gen.SCVIGenerator._get_most_recent_anndata_manager(collection, required=True)

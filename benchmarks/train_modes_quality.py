@@ -5,7 +5,8 @@ Usage::
     OMP_NUM_THREADS=1 python benchmarks/train_modes_quality.py --seeds 0 1 2
     OMP_NUM_THREADS=1 python benchmarks/train_modes_quality.py --modes single resumed --seeds 0
 
-On PBMC3K (2,000 seurat_v3 HVGs of a stratified 75% training split), for every seed CFGen is
+On PBMC3K (the benchmark protocol's split: 2,000 seurat_v3 HVGs of a stratified 75% training
+split, :func:`scvi_gen.benchmark.split_for_seed`), for every seed CFGen is
 trained three ways with the same epochs and early stopping, each in fresh processes:
 
 - ``single``: one process;
@@ -30,7 +31,9 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
+
+from scvi_gen.benchmark import markdown_table, mean_sd_table
 
 _TRAIN = textwrap.dedent(
     """
@@ -42,14 +45,13 @@ _TRAIN = textwrap.dedent(
     import scvi, scvi_gen
     from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+    from scvi_gen.benchmark import TrainTestConfig, drop_unlabelled, split_for_seed
+
     mode, seed, out, epochs, kill_after = sys.argv[1:6]
     seed, kill_after = int(seed), int(kill_after)
     epochs = json.loads(epochs)
-    adata = scvi_gen.datasets.pbmc3k()
-    adata = adata[adata.obs["cell_type"].notna()].copy()
-    train, test = scvi_gen.datasets.train_test_split(adata, labels_key="cell_type", seed=seed)
-    genes = scvi_gen.preprocessing.select_hvgs(train.X, train.var_names, 2000)
-    train = train[:, genes].copy()
+    adata = drop_unlabelled(scvi_gen.datasets.pbmc3k(), "cell_type")
+    train, _ = split_for_seed(adata, TrainTestConfig(), seed)
     scvi.settings.seed = seed
     scvi_gen.CFGen.setup_anndata(train, labels_key="cell_type")
     model = scvi_gen.CFGen(train)
@@ -81,13 +83,11 @@ _SCORE = textwrap.dedent(
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     import scvi_gen
+    from scvi_gen.benchmark import TrainTestConfig, drop_unlabelled, split_for_seed
 
     path, seed = sys.argv[1], int(sys.argv[2])
-    adata = scvi_gen.datasets.pbmc3k()
-    adata = adata[adata.obs["cell_type"].notna()].copy()
-    train, test = scvi_gen.datasets.train_test_split(adata, labels_key="cell_type", seed=seed)
-    genes = scvi_gen.preprocessing.select_hvgs(train.X, train.var_names, 2000)
-    train, test = train[:, genes].copy(), test[:, genes].copy()
+    adata = drop_unlabelled(scvi_gen.datasets.pbmc3k(), "cell_type")
+    train, test = split_for_seed(adata, TrainTestConfig(), seed)
     model = scvi_gen.CFGen.load(path)
     plan = scvi_gen.datasets.matched_generation_plan(test.obs["cell_type"])
     syn = model.generate(labels=plan, seed=seed, progress_bar=False)
@@ -136,24 +136,18 @@ def main() -> None:
     epochs = {"max_epochs_autoencoder": args.epochs[0], "max_epochs_flow": args.epochs[1]}
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    scores: dict[str, list[dict]] = {mode: [] for mode in args.modes}
+    rows = []
     for seed in args.seeds:
         for mode in args.modes:
             out = cache / f"{mode}_seed{seed}"
             train(mode, seed, out, epochs, args.kill_after)
             score = json.loads(_python(_SCORE, str(out), str(seed)).strip().splitlines()[-1])
-            scores[mode].append(score)
+            rows += [{"mode": mode, "metric": k, "value": v} for k, v in score.items()]
             print(
                 f"seed {seed} {mode:>8}: C2ST {score['c2st_auc']:.3f} MMD {score['mmd_rbf']:.4f}"
             )
-    print("\n| mode | C2ST | MMD |\n| --- | --- | --- |")
-    for mode, runs in scores.items():
-        c2st = np.array([r["c2st_auc"] for r in runs])
-        mmd = np.array([r["mmd_rbf"] for r in runs])
-        print(
-            f"| {mode} | {c2st.mean():.3f} +- {c2st.std(ddof=1) if len(c2st) > 1 else 0:.3f} | "
-            f"{mmd.mean():.4f} +- {mmd.std(ddof=1) if len(mmd) > 1 else 0:.4f} |"
-        )
+    print()
+    print(markdown_table(mean_sd_table(pd.DataFrame(rows), "mode", "metric"), index=True))
 
 
 if __name__ == "__main__":

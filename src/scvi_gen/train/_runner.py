@@ -176,12 +176,14 @@ def share_minibatch(data_splitter: Any, world_size: int) -> None:
     """
     if world_size <= 1 or not isinstance(data_splitter, DataSplitter):
         return
-    if getattr(data_splitter, "_scvi_gen_world_size", None) == world_size:
-        return
     loader_kwargs = data_splitter.data_loader_kwargs
-    batch_size = loader_kwargs.get("batch_size") or scvi_settings.batch_size
+    # The minibatch of all processes is kept on the splitter, so a splitter used again
+    # (the second stage) is split from it, never from its already split size.
+    batch_size = getattr(data_splitter, "_scvi_gen_global_batch_size", None) or (
+        loader_kwargs.get("batch_size") or scvi_settings.batch_size
+    )
+    data_splitter._scvi_gen_global_batch_size = batch_size
     loader_kwargs["batch_size"] = per_process_batch_size(batch_size, world_size)
-    data_splitter._scvi_gen_world_size = world_size
     logger.info(
         "%d processes read %d cells each per step (batch_size=%d over all processes).",
         world_size,
